@@ -1,0 +1,1 @@
+"""The service: settings, the inline-call grammar, the engine, model backends, app and CLI."""

@@ -1,0 +1,100 @@
+"""The seam between the engine and a language model.
+
+A backend turns text into token ids and back, and opens *sessions*. A session is one growing
+context with its own KV cache: `feed` appends tokens, encodes only those, and returns the logits
+for the next token. The engine feeds each token it chooses and, after a tool call, the spliced
+result, so a prefix is never encoded twice.
+
+Token choice (greedy or sampled, the call rule, the name constraint) lives in
+`agent_server.decoding`, so every backend decodes by the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Logits = npt.NDArray[np.float32]
+
+
+class Session(Protocol):
+    @property
+    def length(self) -> int:
+        """Tokens in the context so far."""
+        ...
+
+    def feed(self, token_ids: Sequence[int]) -> Logits:
+        """Append and encode `token_ids`; return the next-token logits."""
+        ...
+
+
+class Backend(Protocol):
+    @property
+    def name(self) -> str:
+        """What to call the model in responses and logs."""
+        ...
+
+    @property
+    def vocab(self) -> Vocabulary: ...
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; special-token markup in it is honoured."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str: ...
+
+    def chat_prompt(self, system: str, user: str) -> str | None:
+        """The model's chat template applied to one exchange, or None if it has none."""
+        ...
+
+    def new_session(self) -> Session: ...
+
+
+@dataclass
+class Vocabulary:
+    """What the decoder needs to know about tokens, computed lazily and cached.
+
+    `piece` gives the text of one token on its own; byte fragments of a longer character come
+    back as U+FFFD and so never match a tool name.
+    """
+
+    size: Callable[[], int]
+    piece: Callable[[int], str]
+    eos_ids: frozenset[int]
+    _pieces: list[str] = field(default_factory=list, repr=False)
+    _allowed: dict[tuple[str, tuple[str, ...], int], npt.NDArray[np.int64]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def pieces(self) -> list[str]:
+        size = self.size()
+        if len(self._pieces) < size:
+            self._pieces.extend(self.piece(i) for i in range(len(self._pieces), size))
+        return self._pieces
+
+    def call_openers(self) -> npt.NDArray[np.int64]:
+        """Tokens that open a call: `[`, optionally after white space."""
+        return self.allowed_after("", ("",), opener=True)
+
+    def allowed_after(
+        self, name_so_far: str, names: tuple[str, ...], *, opener: bool = False
+    ) -> npt.NDArray[np.int64]:
+        """Tokens that keep `name_so_far` on the way to one of `names` followed by `(`."""
+        pieces = self.pieces()
+        key = (name_so_far if not opener else "\0[", names, len(pieces))
+        if key not in self._allowed:
+            if opener:
+                ids = [i for i, p in enumerate(pieces) if p.strip(" ") == "[" and p]
+            else:
+                targets = tuple(n + "(" for n in names)
+                ids = [i for i, p in enumerate(pieces) if p and _fits(name_so_far + p, targets)]
+            self._allowed[key] = np.array(ids, dtype=np.int64)
+        return self._allowed[key]
+
+
+def _fits(text: str, targets: tuple[str, ...]) -> bool:
+    return any(t.startswith(text) or text.startswith(t) for t in targets)

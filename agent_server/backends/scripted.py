@@ -1,0 +1,97 @@
+"""A fake model for tests: it writes queued replies, one character per token.
+
+Each generation takes the next reply from the queue. A reply is a list of parts: the model
+writes the first part, then waits; when the engine splices something in (a tool result), it
+writes the next part. So `["It is [Calculator(2+2)", " 4."]` plays a model that calls the
+calculator and then repeats its result. Every prompt the engine sends is recorded.
+
+It goes through the same `Session` seam and `TokenChooser` as a real model, so tests exercise
+the real decoding rules. No magic strings: what it writes depends only on the queue.
+"""
+
+from __future__ import annotations
+
+import string
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from agent_server.backends.base import Logits, Vocabulary
+
+EOS = 0
+Reply = str | Sequence[str]
+
+
+class ScriptedBackend:
+    name = "scripted"
+
+    def __init__(self, replies: Iterable[Reply] = ()) -> None:
+        self._chars: list[str] = ["<eos>", *string.printable]
+        self._ids = {c: i for i, c in enumerate(self._chars)}
+        self.replies: deque[list[str]] = deque()
+        self.prompts: list[str] = []
+        self.vocab = Vocabulary(
+            size=lambda: len(self._chars), piece=self._piece, eos_ids=frozenset({EOS})
+        )
+        self.queue(*replies)
+
+    def queue(self, *replies: Reply) -> None:
+        for reply in replies:
+            self.replies.append([reply] if isinstance(reply, str) else list(reply))
+
+    def _piece(self, token_id: int) -> str:
+        return "" if token_id == EOS else self._chars[token_id]
+
+    def encode(self, text: str) -> list[int]:
+        for char in text:
+            if char not in self._ids:
+                self._ids[char] = len(self._chars)
+                self._chars.append(char)
+        return [self._ids[c] for c in text]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return "".join(self._piece(i) for i in token_ids)
+
+    def chat_prompt(self, system: str, user: str) -> str | None:
+        return f"<system>{system}</system>\n<user>{user}</user>\n<assistant>"
+
+    def new_session(self) -> ScriptedSession:
+        reply = self.replies.popleft() if self.replies else [""]
+        return ScriptedSession(self, reply)
+
+
+class ScriptedSession:
+    def __init__(self, backend: ScriptedBackend, parts: list[str]) -> None:
+        self._backend = backend
+        self._parts = parts
+        self._part = 0
+        self._cursor = 0
+        self._tokens: list[int] = []
+        self._interrupted = False
+
+    @property
+    def length(self) -> int:
+        return len(self._tokens)
+
+    def feed(self, token_ids: Sequence[int]) -> Logits:
+        if not self._tokens:
+            self._backend.prompts.append(self._backend.decode(token_ids))
+        expected = self._expected()
+        if len(token_ids) == 1 and expected is not None and token_ids[0] == expected:
+            self._cursor += 1  # the engine accepted the token this model chose
+        elif self._tokens and self._cursor >= len(self._parts[self._part]):
+            self._interrupted = True  # something was spliced in after this part
+        self._tokens.extend(token_ids)
+        if self._interrupted and self._part + 1 < len(self._parts):
+            self._part, self._cursor, self._interrupted = self._part + 1, 0, False
+        nxt = self._expected()  # may grow the vocabulary, so before sizing the logits
+        logits = np.full(self._backend.vocab.size(), -np.inf, dtype=np.float32)
+        logits[EOS if nxt is None else nxt] = 0.0
+        return logits
+
+    def _expected(self) -> int | None:
+        part = self._parts[self._part]
+        if self._cursor >= len(part):
+            return None
+        return self._backend.encode(part[self._cursor])[0]

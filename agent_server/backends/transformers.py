@@ -1,0 +1,132 @@
+"""The transformers backend: any causal LM that transformers loads, on the CPU.
+
+A GGUF is dequantized by transformers on first load (15–50 s), then saved as an ordinary model
+folder under the cache directory, so later starts take a second or two. A session owns a
+`DynamicCache`; `feed` runs only the new tokens through the model and asks for the last
+position's logits alone (`logits_to_keep=1`), which spares a vocabulary-sized matmul per
+prompt token. This is the only module that imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from agent_server.backends.base import Logits, Vocabulary
+from agent_server.errors import ModelNotAvailable
+from agent_server.models import ModelSource
+
+log = logging.getLogger(__name__)
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class TransformersBackend:
+    def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self.name = name
+        eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
+        self.vocab = Vocabulary(
+            size=lambda: int(model.get_output_embeddings().weight.shape[0]),
+            piece=self._piece,
+            eos_ids=frozenset(i for i in eos if i is not None),
+        )
+
+    @classmethod
+    def load(
+        cls, source: ModelSource, cache_dir: Path, dtype: str = "bfloat16", threads: int = 0
+    ) -> TransformersBackend:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if threads > 0:
+            torch.set_num_threads(threads)
+        torch_dtype = DTYPES[dtype]
+        location, gguf = source.location, source.gguf_file
+        if gguf and source.cache_key:
+            converted = cache_dir / "converted" / f"{source.cache_key}-{dtype}"
+            if not (converted / "config.json").is_file():
+                _convert(source, converted, torch_dtype)
+            location, gguf = str(converted), None
+        try:
+            extra = {"gguf_file": gguf} if gguf else {}
+            tokenizer = AutoTokenizer.from_pretrained(location, **extra)
+            model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, **extra)
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailable(f"cannot load model {source.name!r}: {exc}") from exc
+        model.eval()
+        return cls(model, tokenizer, source.name)
+
+    def _piece(self, token_id: int) -> str:
+        return str(self._tokenizer.decode([token_id]))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    def chat_prompt(self, system: str, user: str) -> str | None:
+        if not self._tokenizer.chat_template:
+            return None
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        text = self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
+    def new_session(self) -> TransformersSession:
+        return TransformersSession(self._model)
+
+
+class TransformersSession:
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self._cache = DynamicCache()
+        self._length = 0
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def feed(self, token_ids: Sequence[int]) -> Logits:
+        ids = torch.tensor([list(token_ids)], dtype=torch.long)
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=ids, past_key_values=self._cache, use_cache=True, logits_to_keep=1
+            )
+        self._length += len(token_ids)
+        logits: Logits = out.logits[0, -1].float().numpy()
+        return logits
+
+
+def _convert(source: ModelSource, target: Path, dtype: torch.dtype) -> None:
+    """Dequantize a GGUF once and keep it as a plain model folder (written atomically)."""
+    log.info("converting %s to a %s model folder at %s (once)", source.gguf_file, dtype, target)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    try:
+        gguf = {"gguf_file": source.gguf_file}
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **gguf)
+        model: Any = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **gguf)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailable(f"cannot read GGUF {source.gguf_file!r}: {exc}") from exc
+    # save_pretrained refuses a model that still looks GGUF-quantized, and a saved
+    # quantization_config would make the next load treat plain weights as GGUF.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+
+
+def _as_list(value: int | list[int] | None) -> list[int]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, int) else list(value)

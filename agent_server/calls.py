@@ -1,0 +1,335 @@
+"""The inline-call grammar: `[Name(args)]`, and its spliced form `[Name(args) → result]`.
+
+One character-level scanner serves both whole texts (`parse`) and streams (`CallScanner.feed` in
+chunks of any size), so the two cannot disagree. The rules:
+
+- A call starts at `[` followed directly by an identifier and `(`. Anything else that starts with
+  `[` — `[1]`, `[citation needed]`, a Markdown link `[x](url)`, `[Calculator]` — is plain text.
+- Inside the arguments, parentheses, brackets and braces nest, and quoted strings (with `\\`
+  escapes) may hold any character, brackets included.
+- After the closing `)`, either `]` ends a call awaiting its result, or `→` (or `->`) starts the
+  result, which runs to the `]` that balances the call's `[`.
+- Once a call has begun (`[Name(`), it can only end as a `Call` or as a `Malformed` segment with
+  a reason: a broken call is never silently dropped or turned back into text.
+
+Left out on purpose: keyword arguments and several arguments per call. A tool takes one string;
+`Call.argument` unquotes it when it is a single string literal.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+ARROW = "→"
+MAX_NAME_CHARS = 64
+MAX_ARGS_CHARS = 2_000
+MAX_RESULT_CHARS = 8_000
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """A complete call; `result` is None until the engine has spliced one in."""
+
+    name: str
+    args: str
+    result: str | None = None
+    start: int = 0
+    end: int = 0
+
+    @property
+    def argument(self) -> str:
+        """The argument as the tool receives it: unquoted if it is one string literal."""
+        text = self.args.strip()
+        return unquote(text) if _is_one_string_literal(text) else text
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Text that began as a call but broke the grammar."""
+
+    text: str
+    reason: str
+    start: int = 0
+    end: int = 0
+
+
+Segment = str | Call | Malformed
+
+
+class Phase(enum.Enum):
+    TEXT = "text"
+    NAME = "name"  # after `[`, reading the tool name
+    ARGS = "args"  # inside the parentheses
+    AFTER_ARGS = "after_args"  # the arguments closed: a result or `]` comes next
+    RESULT = "result"  # after the arrow, up to the closing `]`
+
+
+class CallScanner:
+    """Incremental scanner: feed text in any chunks, read segments as they complete."""
+
+    def __init__(self) -> None:
+        self.segments: list[Segment] = []
+        self.phase = Phase.TEXT
+        self._pos = 0
+        self._text: list[str] = []
+        self._reset_call()
+
+    def _reset_call(self) -> None:
+        self._start = 0
+        self._raw: list[str] = []
+        self._name = ""
+        self._args: list[str] = []
+        self._result: list[str] = []
+        self._stack: list[str] = []
+        self._quote = ""
+        self._escaped = False
+        self._dash = False
+
+    # -- what the engine reads between chunks -------------------------------------------------
+    @property
+    def name_so_far(self) -> str:
+        """The tool name written so far (meaningful in `Phase.NAME`)."""
+        return self._name
+
+    @property
+    def pending(self) -> Call:
+        """The call whose arguments just closed (meaningful in `Phase.AFTER_ARGS`)."""
+        return Call(self._name, "".join(self._args), None, self._start, self._pos)
+
+    # -- feeding ------------------------------------------------------------------------------
+    def feed(self, chunk: str, *, pause_at_call: bool = False) -> int:
+        """Scan `chunk`; return how many characters were consumed.
+
+        With `pause_at_call`, scanning stops right after the `)` that closes a call's arguments,
+        so the caller can splice the result in before anything the model wrote after it.
+        """
+        for i, char in enumerate(chunk):
+            self._step(char)
+            if pause_at_call and self.phase is Phase.AFTER_ARGS:
+                return i + 1
+        return len(chunk)
+
+    def finish(self) -> list[Segment]:
+        """End the stream: flush text and report an unfinished call; return all segments."""
+        if self.phase is Phase.NAME:
+            self._abandon_call()
+        elif self.phase is not Phase.TEXT:
+            self._malformed("unterminated call")
+        self._flush_text()
+        return self.segments
+
+    def _step(self, char: str) -> None:
+        handler = {
+            Phase.TEXT: self._in_text,
+            Phase.NAME: self._in_name,
+            Phase.ARGS: self._in_args,
+            Phase.AFTER_ARGS: self._after_args,
+            Phase.RESULT: self._in_result,
+        }[self.phase]
+        handler(char)
+        self._pos += 1
+
+    def _in_text(self, char: str) -> None:
+        if char == "[":
+            self._flush_text()
+            self._reset_call()
+            self._start = self._pos
+            self._raw.append(char)
+            self.phase = Phase.NAME
+        else:
+            self._text.append(char)
+
+    def _in_name(self, char: str) -> None:
+        is_ident = char.isascii() and (
+            char.isalpha() or char == "_" or (self._name and char.isdigit())
+        )
+        if is_ident and len(self._name) < MAX_NAME_CHARS:
+            self._name += char
+            self._raw.append(char)
+        elif char == "(" and self._name:
+            self._raw.append(char)
+            self._stack = [")"]
+            self.phase = Phase.ARGS
+        else:
+            # Not a call after all (`[1]`, `[citation needed]`, `[x](url)`): it was text.
+            self._abandon_call()
+            self._in_text(char)
+
+    def _in_args(self, char: str) -> None:
+        self._raw.append(char)
+        if self._quote:
+            self._args.append(char)
+            if self._escaped:
+                self._escaped = False
+            elif char == "\\":
+                self._escaped = True
+            elif char == self._quote:
+                self._quote = ""
+            return
+        if char in _CLOSERS.values():
+            if char != self._stack[-1]:
+                self._malformed(f"unbalanced {char!r} in the arguments of {self._name}")
+                return
+            self._stack.pop()
+            if not self._stack:
+                self.phase = Phase.AFTER_ARGS
+                return
+        elif char in _CLOSERS:
+            self._stack.append(_CLOSERS[char])
+        elif char in "\"'":
+            self._quote = char
+        self._args.append(char)
+        if len(self._args) > MAX_ARGS_CHARS:
+            self._malformed(f"arguments of {self._name} longer than {MAX_ARGS_CHARS} characters")
+
+    def _after_args(self, char: str) -> None:
+        if self._dash:
+            if char == ">":
+                self._raw.append(char)
+                self.phase = Phase.RESULT
+                return
+            self._malformed(f"expected ']' or '{ARROW}' after the arguments of {self._name}")
+            self._in_text(char)
+        elif char == " ":
+            self._raw.append(char)
+        elif char == "]":
+            self._raw.append(char)
+            self._complete(None)
+        elif char == ARROW:
+            self._raw.append(char)
+            self.phase = Phase.RESULT
+        elif char == "-":
+            self._raw.append(char)
+            self._dash = True
+        else:
+            self._malformed(f"expected ']' or '{ARROW}' after the arguments of {self._name}")
+            self._in_text(char)
+
+    def _in_result(self, char: str) -> None:
+        self._raw.append(char)
+        if char == "]" and not self._stack:
+            self._complete("".join(self._result).strip())
+            return
+        if char == "[":
+            self._stack.append("]")
+        elif char == "]":
+            self._stack.pop()
+        self._result.append(char)
+        if len(self._result) > MAX_RESULT_CHARS:
+            self._malformed(f"result of {self._name} longer than {MAX_RESULT_CHARS} characters")
+
+    # -- closing a candidate call ---------------------------------------------------------------
+    def _complete(self, result: str | None) -> None:
+        args = "".join(self._args)
+        self.segments.append(Call(self._name, args, result, self._start, self._pos + 1))
+        self.phase = Phase.TEXT
+
+    def _malformed(self, reason: str) -> None:
+        end = self._start + len(self._raw)
+        self.segments.append(Malformed("".join(self._raw), reason, self._start, end))
+        self.phase = Phase.TEXT
+
+    def _abandon_call(self) -> None:
+        self._text.extend(self._raw)
+        self.phase = Phase.TEXT
+
+    def _flush_text(self) -> None:
+        if self._text:
+            self.segments.append("".join(self._text))
+            self._text = []
+
+
+def parse(text: str) -> list[Segment]:
+    """Split `text` into plain-text strings, calls and malformed calls, in order."""
+    scanner = CallScanner()
+    scanner.feed(text)
+    return _merge_text(scanner.finish())
+
+
+def _merge_text(segments: list[Segment]) -> list[Segment]:
+    merged: list[Segment] = []
+    for segment in segments:
+        if isinstance(segment, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += segment
+        else:
+            merged.append(segment)
+    return merged
+
+
+def render(name: str, args: str, result: str | None = None) -> str:
+    """The text form of a call: `[Name(args)]`, or spliced `[Name(args) → result]`."""
+    if result is None:
+        return f"[{name}({args})]"
+    return f"[{name}({args}) {ARROW} {safe_result(result)}]"
+
+
+def splice_text(result: str) -> str:
+    """What the engine appends after a call's closing `)`."""
+    return f" {ARROW} {safe_result(result)}]"
+
+
+def safe_result(result: str) -> str:
+    """Make a result unable to end its call early: unbalanced brackets become parentheses."""
+    depth = 0
+    for char in result:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if depth == 0:
+        return result
+    return result.replace("[", "(").replace("]", ")")
+
+
+def quote(argument: str) -> str:
+    """A double-quoted string literal for `argument`, the inverse of `unquote`."""
+    escaped = argument.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + '"'
+
+
+def unquote(literal: str) -> str:
+    """The value of a single- or double-quoted literal with backslash escapes."""
+    body, out, i = literal[1:-1], [], 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\" and i + 1 < len(body):
+            i += 1
+            out.append(_ESCAPES.get(body[i], body[i]))
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def _is_one_string_literal(text: str) -> bool:
+    if len(text) < 2 or text[0] not in "\"'" or text[-1] != text[0]:
+        return False
+    escaped = False
+    for char in text[1:-1]:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == text[0]:
+            return False
+    return not escaped
+
+
+def strip_calls(text: str) -> str:
+    """The reader's answer: the text with every call (and malformed call) removed."""
+    parts: list[str] = []
+    removed = False
+    for segment in parse(text):
+        if not isinstance(segment, str):
+            removed = True
+            continue
+        if removed and parts:
+            # Close the gap the call leaves without touching the rest of the text's spacing.
+            left, segment = parts[-1].rstrip(" "), segment.lstrip(" ")
+            tight = not segment or segment[0] in ".,;:!?)" or left.endswith(("\n", "("))
+            parts[-1] = left if tight else left + " "
+        parts.append(segment)
+        removed = False
+    return "".join(parts).strip()

@@ -1,0 +1,115 @@
+"""`agent-server`: ask a question, prepare the model, or serve the API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from agent_server.decoding import Sampling
+from agent_server.errors import AgentError
+from agent_server.events import CallEvent, FinalEvent, ResultEvent
+from agent_server.runtime import build_engine
+from agent_server.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agent-server", description=__doc__)
+    parser.add_argument("--model", help="embedded model name, .gguf file, folder or hub id")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser("ask", help="answer one question and print the answer")
+    ask.add_argument("question")
+    ask.add_argument("--trace", action="store_true", help="print every call and its result")
+    ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    ask.add_argument("--tools", nargs="*", help="tools to allow (default: all)")
+    ask.add_argument("--max-calls", type=int)
+    ask.add_argument("--max-new-tokens", type=int)
+    ask.add_argument("--temperature", type=float, default=0.0)
+    ask.add_argument("--top-p", type=float, default=1.0)
+    ask.add_argument("--seed", type=int)
+
+    commands.add_parser("prepare", help="assemble, verify and convert the model once")
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    args = parser.parse_args(argv)
+    overrides = {"model": args.model} if args.model else {}
+    try:
+        settings = Settings(**overrides)
+        if args.command == "ask":
+            return asyncio.run(_ask(settings, args))
+        if args.command == "prepare":
+            return _prepare(settings)
+        return _serve(settings, args.host, args.port)
+    except AgentError as exc:
+        print(f"agent-server: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    engine = build_engine(settings)
+    try:
+        sampling = Sampling(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            max_new_tokens=args.max_new_tokens or settings.max_new_tokens,
+        )
+        events = engine.stream(
+            args.question, sampling=sampling, tools=args.tools, max_calls=args.max_calls
+        )
+        async for event in events:
+            if args.trace and isinstance(event, CallEvent):
+                print(f"→ {event.tool}({event.argument})", file=sys.stderr)
+            elif args.trace and isinstance(event, ResultEvent):
+                shown = event.result if event.ok else f"error: {event.error}"
+                print(f"  = {shown}  ({event.duration_s * 1000:.0f} ms)", file=sys.stderr)
+            elif isinstance(event, FinalEvent):
+                _print_final(event, engine.backend.name, args)
+    finally:
+        engine.close()
+    return 0
+
+
+def _print_final(final: FinalEvent, model: str, args: argparse.Namespace) -> None:
+    if args.json:
+        from agent_server.schemas import AskResponse
+
+        print(AskResponse.from_final(final, model).model_dump_json(indent=2))
+        return
+    print(final.answer)
+    if args.trace:
+        t, u = final.timings, final.usage
+        print(
+            f"[{u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "
+            f"{len(final.trace)} calls, {t.total_s:.1f} s]",
+            file=sys.stderr,
+        )
+
+
+def _prepare(settings: Settings) -> int:
+    started = time.perf_counter()
+    engine = build_engine(settings)
+    engine.close()
+    took = time.perf_counter() - started
+    print(json.dumps({"model": engine.backend.name, "ready_in_s": round(took, 1)}))
+    return 0
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from agent_server.app import create_app
+
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

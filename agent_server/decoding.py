@@ -1,0 +1,119 @@
+"""Choosing the next token: sampling settings plus the two rules that make tool use work.
+
+1. Toolformer's call rule: outside a call, a call may begin whenever a `[` token is among the
+   `call_top_k` most likely next tokens, not only when it is the most likely (Schick et al. 2023
+   used k = 10). k = 0 turns the rule off; `[` then has to win on its own.
+2. While the tool's name is being written, only tokens that continue a registered name (and
+   its `(`) are allowed, so a small model cannot misspell a tool.
+
+When no calls are left in the budget, `[` openers are masked so the model writes plain text; so
+they are for the one token right after a result, so the model uses a result before it may call
+again (without this, the top-k rule chains calls: `[A(x) → 1] [A(1) → 1] …`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent_server.backends.base import Logits, Vocabulary
+from agent_server.calls import Phase
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick tokens. Temperature 0 is greedy and ignores top_p and seed."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+
+class TokenChooser:
+    """Picks one token from logits given where the scanner is in the call grammar."""
+
+    def __init__(
+        self, vocab: Vocabulary, sampling: Sampling, tool_names: tuple[str, ...], call_top_k: int
+    ) -> None:
+        self._vocab = vocab
+        self._sampling = sampling
+        self._names = tuple(sorted(tool_names))
+        self._call_top_k = call_top_k if tool_names else 0
+        self._rng = np.random.default_rng(sampling.seed)
+
+    def choose(
+        self,
+        logits: Logits,
+        phase: Phase,
+        name_so_far: str,
+        calls_left: int,
+        after_result: bool = False,
+    ) -> int:
+        logits = logits.astype(np.float32, copy=True)
+        if phase is Phase.TEXT:
+            openers = self._vocab.call_openers()
+            if calls_left <= 0 or not self._names or after_result:
+                logits[openers] = -np.inf
+            elif self._call_top_k > 0 and openers.size:
+                forced = self._opener_in_top_k(logits, openers)
+                if forced is not None:
+                    return forced
+        elif phase is Phase.NAME and self._names:
+            allowed = self._vocab.allowed_after(name_so_far, self._names)
+            if allowed.size:
+                masked = np.full_like(logits, -np.inf)
+                masked[allowed] = logits[allowed]
+                logits = masked
+        return self._sample(logits)
+
+    def _opener_in_top_k(self, logits: Logits, openers: np.ndarray) -> int | None:
+        k = min(self._call_top_k, logits.size)
+        top = np.argpartition(-logits, k - 1)[:k]
+        top = top[np.isfinite(logits[top])]
+        hits = np.intersect1d(top, openers)
+        if hits.size == 0:
+            return None
+        return int(hits[np.argmax(logits[hits])])
+
+    def _sample(self, logits: Logits) -> int:
+        if self._sampling.temperature <= 0:
+            return int(np.argmax(logits))
+        scaled = logits / self._sampling.temperature
+        probs = np.exp(scaled - np.max(scaled))
+        probs /= probs.sum()
+        if self._sampling.top_p < 1.0:
+            order = np.argsort(-probs)
+            cumulative = np.cumsum(probs[order])
+            cut = int(np.searchsorted(cumulative, self._sampling.top_p)) + 1
+            keep = order[:cut]
+            nucleus = np.zeros_like(probs)
+            nucleus[keep] = probs[keep]
+            probs = nucleus / nucleus.sum()
+        return int(self._rng.choice(probs.size, p=probs))
+
+
+class Detokenizer:
+    """Turns a stream of token ids into text deltas, holding back half-written characters.
+
+    Each token is decoded together with a few tokens before it and only the new text is kept,
+    which is right for byte-level BPE and SentencePiece alike (the approach vLLM and TGI use).
+    """
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], context: Sequence[int] = ()) -> None:
+        self._decode = decode
+        self._ids = list(context)
+        self._prefix = 0
+        self._read = len(self._ids)
+
+    def add(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        before = self._decode(self._ids[self._prefix : self._read])
+        after = self._decode(self._ids[self._prefix :])
+        if after.endswith("\ufffd"):
+            return ""  # the rest of this character is in the next token
+        self._prefix, self._read = self._read, len(self._ids)
+        return after[len(before) :]

@@ -1,0 +1,253 @@
+"""The loop at the heart of the product: generate → notice a call → run the tool → splice → go on.
+
+One answer is one backend session. Each chosen token is scanned by the call grammar; the moment
+the model closes a call's arguments, generation pauses, the tool runs (async, with a timeout),
+` → result]` is fed into the *same* session (only those tokens are encoded; the prefix's KV
+cache is kept) and the model continues. Errors the model caused (an unknown tool, bad arguments,
+a call over budget, a tool that fails or times out) become results it can read; the answer goes
+on. Model steps run on one worker thread, so the event loop is never blocked and concurrent
+answers interleave their steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from agent_server.backends.base import Backend
+from agent_server.calls import Call, CallScanner, Malformed, Phase, splice_text, strip_calls
+from agent_server.decoding import Detokenizer, Sampling, TokenChooser
+from agent_server.errors import BadRequest
+from agent_server.events import (
+    CallEvent,
+    Event,
+    FinalEvent,
+    ResultEvent,
+    Timings,
+    TokenEvent,
+    Usage,
+)
+from agent_server.prompts import Prompt
+from tools.base import Tool, ToolError, cap_output
+from tools.registry import close_registry
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_calls: int = 3
+    call_timeout_s: float = 10.0
+    # Toolformer's rule: a call may start when `[` is among the k likeliest tokens. 5 gave the
+    # default model its calls without forcing them into plain sentences (README, prompts).
+    call_top_k: int = 5
+
+
+class Engine:
+    def __init__(
+        self,
+        backend: Backend,
+        tools: Mapping[str, Tool],
+        prompt: Prompt,
+        config: EngineConfig | None = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.backend = backend
+        self.tools = dict(tools)
+        self.prompt = prompt
+        self.config = config or EngineConfig()
+        # One thread owns the model: steps from concurrent answers queue here, never on the loop.
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="model")
+
+    def close(self) -> None:
+        """Stop the tools' worker processes and the model thread."""
+        close_registry(self.tools)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_worker(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def run(
+        self,
+        question: str,
+        *,
+        sampling: Sampling | None = None,
+        tools: list[str] | None = None,
+        max_calls: int | None = None,
+    ) -> FinalEvent:
+        """Answer `question` and return only the final event."""
+        events = self.stream(question, sampling=sampling, tools=tools, max_calls=max_calls)
+        async for event in events:
+            if isinstance(event, FinalEvent):
+                return event
+        raise RuntimeError("the engine ended without a final event")  # pragma: no cover
+
+    async def stream(
+        self,
+        question: str,
+        *,
+        sampling: Sampling | None = None,
+        tools: list[str] | None = None,
+        max_calls: int | None = None,
+    ) -> AsyncIterator[Event]:
+        """Answer `question`, yielding events as they happen; the last one is a `FinalEvent`."""
+        sampling = sampling or Sampling()
+        chosen = self._select_tools(tools)
+        started = time.perf_counter()
+        rendered = self.prompt.render(self.backend, question, list(chosen.values()))
+        stops = tuple(sampling.stop) + rendered.stop
+        prompt_ids = self.backend.encode(rendered.text)
+        session = self.backend.new_session()
+        chooser = TokenChooser(self.backend.vocab, sampling, tuple(chosen), self.config.call_top_k)
+        answer = _Answer(self.config.max_calls if max_calls is None else max_calls)
+        scanner = CallScanner()
+        detok = Detokenizer(self.backend.decode)
+
+        def step(ids: list[int], after_result: bool = False) -> int:
+            logits = session.feed(ids)
+            phase, name = scanner.phase, scanner.name_so_far
+            return chooser.choose(logits, phase, name, answer.calls_left, after_result)
+
+        token = await self._in_worker(lambda: step(prompt_ids))
+        prefill_s = time.perf_counter() - started
+        tools_s = 0.0
+        stop_reason = "length"
+        while answer.generated < sampling.max_new_tokens:
+            if token in self.backend.vocab.eos_ids:
+                stop_reason = "eos"
+                break
+            answer.generated += 1
+            delta = detok.add(token)
+            consumed = scanner.feed(delta, pause_at_call=True)
+            answer.text += delta[:consumed]
+            if answer.cut_at_stop(stops):
+                stop_reason = "stop"
+                break
+            for chunk in answer.flush(stops):
+                yield TokenEvent(chunk)
+            feed = [token] if consumed == len(delta) else self.backend.encode(delta[:consumed])
+            after_result = scanner.phase is Phase.AFTER_ARGS
+            if after_result:
+                call = scanner.pending
+                yield CallEvent(len(answer.trace), call.name, call.argument)
+                record = await self._call(len(answer.trace), call, chosen, answer)
+                tools_s += record.duration_s
+                answer.trace.append(record)
+                yield record
+                shown = record.result if record.result is not None else f"Error: {record.error}"
+                spliced = splice_text(shown)
+                scanner.feed(spliced)
+                answer.splice(spliced)
+                splice_ids = self.backend.encode(spliced)
+                answer.spliced += len(splice_ids)
+                feed += splice_ids
+                detok = Detokenizer(self.backend.decode, context=splice_ids[-4:])
+            token = await self._in_worker(lambda ids=feed, r=after_result: step(ids, r))  # type: ignore[misc]
+
+        for chunk in answer.flush((), final=True):
+            yield TokenEvent(chunk)
+        segments = CallScanner()
+        segments.feed(answer.text)
+        for bad in (s for s in segments.finish() if isinstance(s, Malformed)):
+            answer.trace.append(
+                ResultEvent(
+                    len(answer.trace),
+                    bad.text[1:].split("(")[0],
+                    bad.text,
+                    None,
+                    f"malformed call: {bad.reason}",
+                    0.0,
+                )
+            )
+        total_s = time.perf_counter() - started
+        yield FinalEvent(
+            answer=strip_calls(answer.text),
+            text=answer.text,
+            trace=tuple(answer.trace),
+            usage=Usage(len(prompt_ids), answer.generated, answer.spliced),
+            timings=Timings(prefill_s, total_s - prefill_s - tools_s, tools_s, total_s),
+            stop_reason=stop_reason,
+        )
+
+    def _select_tools(self, names: list[str] | None) -> dict[str, Tool]:
+        if names is None:
+            return self.tools
+        unknown = sorted(set(names) - set(self.tools))
+        if unknown:
+            raise BadRequest(f"unknown tools {unknown}; available: {sorted(self.tools)}")
+        return {n: self.tools[n] for n in names}
+
+    async def _call(
+        self, index: int, call: Call, tools: Mapping[str, Tool], answer: _Answer
+    ) -> ResultEvent:
+        started = time.perf_counter()
+        result: str | None = None
+        error: str | None = None
+        tool = tools.get(call.name)
+        if answer.calls_left <= 0:
+            error = f"call limit reached ({answer.max_calls}); answer without tools"
+        elif tool is None:
+            error = f"unknown tool {call.name!r}; tools: {', '.join(sorted(tools)) or 'none'}"
+        else:
+            answer.calls_left -= 1
+            try:
+                timeout = self.config.call_timeout_s
+                result = cap_output(await asyncio.wait_for(tool(call.argument), timeout))
+            except TimeoutError:
+                error = f"{call.name} timed out after {self.config.call_timeout_s:g} s"
+            except ToolError as exc:
+                error = str(exc) or type(exc).__name__
+            except Exception as exc:  # a bug in a tool must not end the answer
+                error = f"{call.name} failed internally ({type(exc).__name__})"
+        duration = time.perf_counter() - started
+        return ResultEvent(index, call.name, call.argument, result, error, duration)
+
+
+class _Answer:
+    """The growing text of one answer and what has been streamed of it."""
+
+    def __init__(self, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self.calls_left = max_calls
+        self.text = ""
+        self.trace: list[ResultEvent] = []
+        self.generated = 0
+        self.spliced = 0
+        self._model_from = 0  # stop strings are searched only in what the model wrote
+        self._emitted = 0
+
+    def splice(self, spliced: str) -> None:
+        self._emitted = len(self.text) + len(spliced)  # the result travels as a ResultEvent
+        self.text += spliced
+        self._model_from = len(self.text)
+
+    def cut_at_stop(self, stops: tuple[str, ...]) -> bool:
+        region = self.text[self._model_from :]
+        hits = [i for i in (region.find(s) for s in stops if s) if i >= 0]
+        if not hits:
+            return False
+        self.text = self.text[: self._model_from + min(hits)]
+        return True
+
+    def flush(self, stops: tuple[str, ...], final: bool = False) -> list[str]:
+        """Text that is safe to stream: never the start of what may become a stop string."""
+        end = len(self.text)
+        if not final:
+            end -= _held_back(self.text[self._model_from :], stops)
+        chunk = self.text[self._emitted : end]
+        self._emitted = max(self._emitted, end)
+        return [chunk] if chunk else []
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest

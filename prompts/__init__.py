@@ -1,0 +1,1 @@
+"""Few-shot prompt templates (Jinja2), shipped as package data."""

@@ -1,0 +1,57 @@
+"""What a tool is: a named async function of one string argument that returns text.
+
+The engine only sees this protocol. A tool raises `ToolError` for anything the *model* got wrong
+(bad arguments, no result, a refused input); the engine splices that message back so the model
+can read it and recover. Any other exception is a bug of ours and the engine reports it as an
+internal tool failure, also without stopping the answer.
+
+    ToolError
+      └── ToolTimeout   (raised by the engine when a call runs past its time limit)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+# Results longer than this are cut before they reach the model: a small model's context is short
+# and a runaway tool must not flood it.
+MAX_RESULT_CHARS = 2_000
+
+
+class ToolError(Exception):
+    """A one-line, model-readable reason why a call produced no result."""
+
+
+class ToolTimeout(ToolError):
+    """The call ran past its time limit."""
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """An inline tool: `[Name(argument)]` in the model's text."""
+
+    @property
+    def name(self) -> str:
+        """The identifier the model writes, e.g. `Calculator`."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """One line telling the model what the tool is for."""
+        ...
+
+    @property
+    def example(self) -> str:
+        """A typical argument, e.g. `400/1400`."""
+        ...
+
+    async def __call__(self, argument: str) -> str:
+        """Run the tool; raise `ToolError` with a short reason when it cannot answer."""
+        ...
+
+
+def cap_output(text: str, limit: int = MAX_RESULT_CHARS) -> str:
+    """Cut `text` to `limit` characters, saying that it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 20].rstrip() + " …(output cut)"
