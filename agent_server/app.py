@@ -26,6 +26,17 @@ class NotReady(AgentError):
     """The model is still loading (or failed to load)."""
 
 
+def get_engine(request: Request) -> Engine:
+    state = request.app.state
+    if state.engine is None:
+        raise NotReady(state.load_error or "the model is still loading")
+    ready: Engine = state.engine
+    return ready
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
 def create_app(
     settings: Settings, engine_factory: Callable[[Settings], Engine] = build_engine
 ) -> FastAPI:
@@ -56,15 +67,6 @@ def create_app(
     async def not_ready(_: Request, exc: NotReady) -> JSONResponse:
         body = ErrorBody(error=str(exc)).model_dump()
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
-
-    def engine(request: Request) -> Engine:
-        state = request.app.state
-        if state.engine is None:
-            raise NotReady(state.load_error or "the model is still loading")
-        ready: Engine = state.engine
-        return ready
-
-    EngineDep = Annotated[Engine, Depends(engine)]
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 ARROW = "→"
 MAX_NAME_CHARS = 64
 MAX_ARGS_CHARS = 2_000
-MAX_RESULT_CHARS = 8_000
+MAX_SPLICED_CHARS = 8_000  # a result as it stands in the text; tools cap theirs far lower
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
 
@@ -146,9 +146,11 @@ class CallScanner:
         is_ident = char.isascii() and (
             char.isalpha() or char == "_" or (self._name and char.isdigit())
         )
-        if is_ident and len(self._name) < MAX_NAME_CHARS:
+        if is_ident:
             self._name += char
             self._raw.append(char)
+            if len(self._name) > MAX_NAME_CHARS:
+                self._malformed(f"tool name longer than {MAX_NAME_CHARS} characters")
         elif char == "(" and self._name:
             self._raw.append(char)
             self._stack = [")"]
@@ -161,7 +163,7 @@ class CallScanner:
     def _in_args(self, char: str) -> None:
         self._raw.append(char)
         if self._quote:
-            self._args.append(char)
+            self._add_arg(char)
             if self._escaped:
                 self._escaped = False
             elif char == "\\":
@@ -179,11 +181,16 @@ class CallScanner:
                 return
         elif char in _CLOSERS:
             self._stack.append(_CLOSERS[char])
-        elif char in "\"'":
+        elif char in "\"'" and not (self._args and self._args[-1].isalnum()):
+            # A quote inside a word (`don't`) is an apostrophe, not the start of a string.
             self._quote = char
-        self._args.append(char)
-        if len(self._args) > MAX_ARGS_CHARS:
+        self._add_arg(char)
+
+    def _add_arg(self, char: str) -> None:
+        if len(self._args) >= MAX_ARGS_CHARS:
             self._malformed(f"arguments of {self._name} longer than {MAX_ARGS_CHARS} characters")
+            return
+        self._args.append(char)
 
     def _after_args(self, char: str) -> None:
         if self._dash:
@@ -218,8 +225,8 @@ class CallScanner:
         elif char == "]":
             self._stack.pop()
         self._result.append(char)
-        if len(self._result) > MAX_RESULT_CHARS:
-            self._malformed(f"result of {self._name} longer than {MAX_RESULT_CHARS} characters")
+        if len(self._result) > MAX_SPLICED_CHARS + 1:  # + the space after the arrow
+            self._malformed(f"result of {self._name} longer than {MAX_SPLICED_CHARS} characters")
 
     # -- closing a candidate call ---------------------------------------------------------------
     def _complete(self, result: str | None) -> None:
@@ -327,9 +334,12 @@ def strip_calls(text: str) -> str:
             continue
         if removed and parts:
             # Close the gap the call leaves without touching the rest of the text's spacing.
-            left, segment = parts[-1].rstrip(" "), segment.lstrip(" ")
-            tight = not segment or segment[0] in ".,;:!?)" or left.endswith(("\n", "("))
-            parts[-1] = left if tight else left + " "
+            before, segment = "".join(parts), segment.lstrip(" ")
+            if not before.rstrip(" ").endswith("\n"):  # else the call began its line: keep indent
+                before = before.rstrip(" ")
+                tight = not segment or segment[0] in ".,;:!?)\n" or before.endswith("(")
+                before = before if tight else before + " "
+            parts = [before]
         parts.append(segment)
         removed = False
     return "".join(parts).strip()

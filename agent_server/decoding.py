@@ -6,7 +6,8 @@
 2. While the tool's name is being written, only tokens that continue a registered name (and
    its `(`) are allowed, so a small model cannot misspell a tool.
 
-When no calls are left in the budget, `[` openers are masked so the model writes plain text; so
+With tools registered, `[` is reserved for calls (as in Toolformer). When no calls are left in
+the budget, `[` openers are masked so the model writes plain text; so
 they are for the one token right after a result, so the model uses a result before it may call
 again (without this, the top-k rule chains calls: `[A(x) → 1] [A(1) → 1] …`).
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from agent_server.backends.base import Logits, Vocabulary
 from agent_server.calls import Phase
@@ -56,21 +58,18 @@ class TokenChooser:
         logits = logits.astype(np.float32, copy=True)
         if phase is Phase.TEXT:
             openers = self._vocab.call_openers()
-            if calls_left <= 0 or not self._names or after_result:
-                logits[openers] = -np.inf
+            if self._names and (calls_left <= 0 or after_result):
+                logits = _without(logits, openers)
             elif self._call_top_k > 0 and openers.size:
                 forced = self._opener_in_top_k(logits, openers)
                 if forced is not None:
                     return forced
-        elif phase is Phase.NAME and self._names:
+        elif phase is Phase.NAME and self._names and calls_left > 0:
             allowed = self._vocab.allowed_after(name_so_far, self._names)
-            if allowed.size:
-                masked = np.full_like(logits, -np.inf)
-                masked[allowed] = logits[allowed]
-                logits = masked
+            logits = _only(logits, allowed)
         return self._sample(logits)
 
-    def _opener_in_top_k(self, logits: Logits, openers: np.ndarray) -> int | None:
+    def _opener_in_top_k(self, logits: Logits, openers: npt.NDArray[np.int64]) -> int | None:
         k = min(self._call_top_k, logits.size)
         top = np.argpartition(-logits, k - 1)[:k]
         top = top[np.isfinite(logits[top])]
@@ -94,6 +93,22 @@ class TokenChooser:
             nucleus[keep] = probs[keep]
             probs = nucleus / nucleus.sum()
         return int(self._rng.choice(probs.size, p=probs))
+
+
+def _without(logits: Logits, banned: npt.NDArray[np.int64]) -> Logits:
+    """Mask `banned`, unless nothing else is possible: then the engine reports the problem."""
+    masked = logits.copy()
+    masked[banned] = -np.inf
+    return masked if np.isfinite(masked).any() else logits
+
+
+def _only(logits: Logits, allowed: npt.NDArray[np.int64]) -> Logits:
+    """Keep only `allowed`, unless the model gives all of them zero probability."""
+    if allowed.size == 0 or not np.isfinite(logits[allowed]).any():
+        return logits
+    masked = np.full_like(logits, -np.inf)
+    masked[allowed] = logits[allowed]
+    return masked
 
 
 class Detokenizer:

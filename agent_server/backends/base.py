@@ -88,7 +88,7 @@ class Vocabulary:
         key = (name_so_far if not opener else "\0[", names, len(pieces))
         if key not in self._allowed:
             if opener:
-                ids = [i for i, p in enumerate(pieces) if p.strip(" ") == "[" and p]
+                ids = [i for i, p in enumerate(pieces) if p.strip() == "["]
             else:
                 targets = tuple(n + "(" for n in names)
                 ids = [i for i, p in enumerate(pieces) if p and _fits(name_so_far + p, targets)]

@@ -5,7 +5,8 @@ writes the first part, then waits; when the engine splices something in (a tool 
 writes the next part. So `["It is [Calculator(2+2)", " 4."]` plays a model that calls the
 calculator and then repeats its result. Every prompt the engine sends is recorded.
 
-It goes through the same `Session` seam and `TokenChooser` as a real model, so tests exercise
+Sessions record every feed, so tests can check that nothing is encoded twice. It goes through
+the same `Session` seam and `TokenChooser` as a real model, so tests exercise
 the real decoding rules. No magic strings: what it writes depends only on the queue.
 """
 
@@ -31,6 +32,7 @@ class ScriptedBackend:
         self._ids = {c: i for i, c in enumerate(self._chars)}
         self.replies: deque[list[str]] = deque()
         self.prompts: list[str] = []
+        self.sessions: list[ScriptedSession] = []
         self.vocab = Vocabulary(
             size=lambda: len(self._chars), piece=self._piece, eos_ids=frozenset({EOS})
         )
@@ -58,7 +60,9 @@ class ScriptedBackend:
 
     def new_session(self) -> ScriptedSession:
         reply = self.replies.popleft() if self.replies else [""]
-        return ScriptedSession(self, reply)
+        session = ScriptedSession(self, reply)
+        self.sessions.append(session)
+        return session
 
 
 class ScriptedSession:
@@ -69,19 +73,23 @@ class ScriptedSession:
         self._cursor = 0
         self._tokens: list[int] = []
         self._interrupted = False
+        self.feeds: list[list[int]] = []  # every feed, so tests can see nothing is re-encoded
 
     @property
     def length(self) -> int:
         return len(self._tokens)
 
     def feed(self, token_ids: Sequence[int]) -> Logits:
+        self.feeds.append(list(token_ids))
         if not self._tokens:
             self._backend.prompts.append(self._backend.decode(token_ids))
-        expected = self._expected()
-        if len(token_ids) == 1 and expected is not None and token_ids[0] == expected:
-            self._cursor += 1  # the engine accepted the token this model chose
-        elif self._tokens and self._cursor >= len(self._parts[self._part]):
-            self._interrupted = True  # something was spliced in after this part
+        foreign = list(token_ids)
+        if self._tokens:  # after the prompt: first the tokens this model chose, then a splice
+            while foreign and foreign[0] == self._expected():
+                self._cursor += 1
+                foreign.pop(0)
+            if foreign and self._cursor >= len(self._parts[self._part]):
+                self._interrupted = True
         self._tokens.extend(token_ids)
         if self._interrupted and self._part + 1 < len(self._parts):
             self._part, self._cursor, self._interrupted = self._part + 1, 0, False

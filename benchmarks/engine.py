@@ -1,0 +1,211 @@
+"""Engine cost on the default model: answers with 0, 1 and 3 calls, engine vs a naive loop.
+
+To compare like with like, the model's token choices are *forced* to a fixed script (every
+forward pass is still the real model's), so both loops produce the same tokens and call the same
+tools. The naive loop is what smolagents-style agents do: after each tool result, the whole text
+so far is encoded again in a fresh context. The engine keeps its KV cache and encodes only the
+spliced result.
+
+Figures (medians over --repeats runs):
+- raw decode tok/s: one-token forward passes on a warm session;
+- engine / naive wall time for the whole answer (prompt included);
+- engine overhead: wall time not spent in model forward passes or the prompt. Per token it is
+  read off the 0-call answer (scanner, token choice, event-loop hop); per call it is what the
+  answers with calls spend beyond that (tool run, splice encoding), divided by the calls.
+
+    python benchmarks/engine.py [--model NAME] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from agent_server.backends import Backend, Logits, Session, Vocabulary
+from agent_server.engine import Engine
+from agent_server.prompts import Prompt
+from agent_server.runtime import build_engine
+from agent_server.settings import Settings
+
+QUESTION = "A shop has 12 boxes of 34 pens, gets 1000 more pens, and packs them in 4 bags."
+SCRIPTS = {
+    0: ["The shop has 12 boxes of 34 pens, 408 pens, then 1408 pens, so 352 pens a bag."],
+    1: ["12 boxes of 34 pens are [Calculator(12*34)", " 408 pens, then 1408, so 352 a bag."],
+    3: [
+        "12 boxes of 34 pens are [Calculator(12*34)",
+        " 408 pens. With 1000 more: [Calculator(408+1000)",
+        " 1408. In 4 bags: [Calculator(1408/4)",
+        " 352 pens a bag.",
+    ],
+}
+
+
+@dataclass
+class Clock:
+    forward_s: float = 0.0
+    forwards: int = 0
+
+
+@dataclass
+class ForcedBackend:
+    """Wraps a real backend; its sessions run the real model but choose the script's tokens."""
+
+    real: Backend
+    parts: list[list[int]]
+    clock: Clock = field(default_factory=Clock)
+
+    @property
+    def name(self) -> str:
+        return self.real.name
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.real.vocab
+
+    def encode(self, text: str) -> list[int]:
+        return self.real.encode(text)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.real.decode(token_ids)
+
+    def chat_prompt(self, system: str, user: str) -> str | None:
+        return self.real.chat_prompt(system, user)
+
+    def new_session(self) -> ForcedSession:
+        eos = min(self.real.vocab.eos_ids)
+        return ForcedSession(self.real.new_session(), self.parts, self.clock, eos)
+
+
+class ForcedSession:
+    def __init__(self, real: Session, parts: list[list[int]], clock: Clock, eos: int) -> None:
+        self._real, self._parts, self._clock, self._eos = real, parts, clock, eos
+        self._part, self._cursor, self._fed = 0, 0, 0
+
+    @property
+    def length(self) -> int:
+        return self._real.length
+
+    def feed(self, token_ids: Sequence[int]) -> Logits:
+        started = time.perf_counter()
+        logits = self._real.feed(token_ids)
+        if self._fed:  # after the prompt
+            self._clock.forward_s += time.perf_counter() - started
+            self._clock.forwards += 1
+        self._fed += 1
+        ids = list(token_ids)
+        part = self._parts[self._part]
+        while ids and self._cursor < len(part) and ids[0] == part[self._cursor]:
+            self._cursor, ids = self._cursor + 1, ids[1:]
+        if ids and self._fed > 1 and self._part + 1 < len(self._parts):
+            self._part, self._cursor = self._part + 1, 0  # a result was spliced in
+        part = self._parts[self._part]
+        forced = np.full_like(logits, -np.inf)
+        forced[part[self._cursor] if self._cursor < len(part) else self._eos] = 0.0
+        return forced
+
+
+# Every forward pass runs on this one thread, as in the service: torch's OpenMP pool belongs to
+# the calling thread, and two pools on two cores slow each other down by a quarter.
+T = TypeVar("T")
+MODEL_THREAD = ThreadPoolExecutor(1, thread_name_prefix="model")
+
+
+def on_model_thread(fn: Callable[[], T]) -> T:
+    return MODEL_THREAD.submit(fn).result()
+
+
+def engine_run(engine: Engine, real: Backend, script: list[str]) -> tuple[float, float, int, float]:
+    forced = ForcedBackend(real, [real.encode(p) for p in script])
+    bench = Engine(forced, engine.tools, engine.prompt, engine.config, executor=MODEL_THREAD)
+    started = time.perf_counter()
+    final = asyncio.run(bench.run(QUESTION))
+    wall = time.perf_counter() - started
+    expected_calls = len(script) - 1
+    assert len(final.trace) == expected_calls and all(r.ok for r in final.trace), final.trace
+    overhead = wall - final.timings.prefill_s - forced.clock.forward_s
+    return wall, overhead, final.usage.completion_tokens, final.timings.tools_s
+
+
+def naive_run(engine: Engine, real: Backend, script: list[str]) -> float:
+    """Decode each part with a cache, but re-encode everything after every tool result."""
+    prompt = engine.prompt.render(real, QUESTION, list(engine.tools.values())).text
+    started = time.perf_counter()
+    text = prompt
+    for i, part in enumerate(script):
+        session = real.new_session()
+        session.feed(real.encode(text))  # the whole prefix, again
+        for token in real.encode(part):
+            session.feed([token])
+        text += part
+        if i + 1 < len(script):
+            call = part[part.rindex("[Calculator(") + 12 : -1]
+            result = asyncio.run(engine.tools["Calculator"](call))
+            text += f" → {result}]"
+    return time.perf_counter() - started
+
+
+def raw_decode(real: Backend, steps: int = 48) -> float:
+    session = real.new_session()
+    session.feed(real.encode(QUESTION))
+    token = real.encode(" the")[0]
+    started = time.perf_counter()
+    for _ in range(steps):
+        session.feed([token])
+    return steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    settings = Settings(**({"model": args.model} if args.model else {}))
+    engine = on_model_thread(lambda: build_engine(settings))
+    real = engine.backend
+    assert isinstance(engine.prompt, Prompt)
+    try:
+        engine_run(engine, real, SCRIPTS[1])  # warm up: tool worker, allocator, vocab pieces
+        rate = statistics.median(on_model_thread(lambda: raw_decode(real)) for _ in range(3))
+        step_ms = 1000 / rate
+        print(f"model: {real.name}; raw decode {rate:.1f} tok/s ({step_ms:.0f} ms a step)\n")
+        print(
+            "| calls | tokens | engine s | naive s | naive / engine "
+            "| overhead per token ms | overhead per call ms | of which tool ms |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        per_token = 0.0
+        for calls, script in SCRIPTS.items():
+            runs = [engine_run(engine, real, script) for _ in range(args.repeats)]
+            wall = statistics.median(r[0] for r in runs)
+            overhead = statistics.median(r[1] for r in runs)
+            tokens = runs[0][2]
+            tool_ms = 1000 * statistics.median(r[3] for r in runs) / max(calls, 1)
+            naive = statistics.median(
+                on_model_thread(lambda s=script: naive_run(engine, real, s))
+                for _ in range(args.repeats)
+            )
+            if calls == 0:
+                per_token = overhead / tokens
+                per_call = tool_text = "–"
+            else:
+                per_call = f"{1000 * (overhead - per_token * tokens) / calls:.1f}"
+                tool_text = f"{tool_ms:.1f}"
+            print(
+                f"| {calls} | {tokens} | {wall:.2f} | {naive:.2f} | {naive / wall:.2f}× "
+                f"| {1000 * overhead / tokens:.2f} | {per_call} | {tool_text} |"
+            )
+    finally:
+        engine.close()
+        MODEL_THREAD.shutdown()
+
+
+if __name__ == "__main__":
+    main()

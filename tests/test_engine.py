@@ -1,0 +1,177 @@
+"""The engine on the scripted backend: splicing, the KV-cache contract, every error path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import BrokenTool, EchoTool, RefusingTool, SlowTool
+
+from agent_server.decoding import Sampling
+from agent_server.errors import BadRequest
+from agent_server.events import CallEvent, FinalEvent, ResultEvent, TokenEvent
+from tools.calculator import Calculator
+
+
+def run(engine, question="q", **kwargs):
+    return asyncio.run(engine.run(question, **kwargs))
+
+
+def collect(engine, question="q", **kwargs):
+    async def go():
+        return [e async for e in engine.stream(question, **kwargs)]
+
+    return asyncio.run(go())
+
+
+def test_call_is_run_and_spliced_and_the_model_continues(make_engine):
+    calculator = Calculator()
+    try:
+        engine, _ = make_engine(["It is [Calculator(2+3*4)", " 14."], tools=[calculator])
+        final = run(engine)
+    finally:
+        calculator.close()
+    assert final.text == "It is [Calculator(2+3*4) → 14] 14."
+    assert final.answer == "It is 14."
+    assert [(r.tool, r.argument, r.result, r.error) for r in final.trace] == [
+        ("Calculator", "2+3*4", "14", None)
+    ]
+
+
+def test_quoted_argument_reaches_the_tool_unquoted(make_engine):
+    engine, _ = make_engine(['[Echo("a ] (b")', " ok"])
+    final = run(engine)
+    assert final.trace[0].argument == "a ] (b"
+    assert final.trace[0].result == "b( ] a"
+    assert final.answer == "ok"
+
+
+def test_prefix_is_never_encoded_twice(make_engine):
+    engine, backend = make_engine(['x [Echo("ab")', ' y [Echo("cd")', " z"])
+    final = run(engine)
+    feeds = backend.sessions[0].feeds
+    prompt, rest = feeds[0], feeds[1:]
+    assert backend.decode(prompt) == backend.prompts[0]
+    # After the prompt, each feed is one chosen token, or a token plus a spliced result.
+    spliced = [backend.decode(f) for f in rest if len(f) > 1]
+    assert spliced == [") → ba]", ") → dc]"]
+    usage = final.usage
+    total = usage.prompt_tokens + usage.completion_tokens + usage.spliced_tokens
+    assert sum(len(f) for f in feeds) == total
+    assert final.usage.spliced_tokens == len(" → ba]") + len(" → dc]")
+
+
+def test_events_stream_in_order(make_engine):
+    engine, _ = make_engine(['Hi [Echo("ab")', " done"])
+    events = collect(engine)
+    kinds = [type(e).__name__ for e in events]
+    first_call = kinds.index("CallEvent")
+    assert kinds[first_call + 1] == "ResultEvent"
+    assert isinstance(events[-1], FinalEvent)
+    streamed = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    assert streamed == 'Hi [Echo("ab") done'  # the spliced result travels as a ResultEvent
+    call = events[first_call]
+    assert isinstance(call, CallEvent) and call.argument == "ab"
+    result = events[first_call + 1]
+    assert isinstance(result, ResultEvent) and result.result == "ba"
+
+
+def test_unknown_tool_gets_an_error_the_model_can_read(make_engine):
+    engine, backend = make_engine(['[Weather("Paris")', " Sorry."])
+    final = run(engine)
+    assert final.trace[0].error.startswith("unknown tool 'Weather'; tools: Echo")
+    assert "→ Error: unknown tool 'Weather'" in final.text
+    assert final.answer == "Sorry."
+    assert backend.sessions[0].feeds[-1]  # generation went on after the error
+
+
+def test_refusing_tool_error_is_spliced(make_engine):
+    engine, _ = make_engine(["[Refuse(x)", " fine"], tools=[RefusingTool()])
+    final = run(engine)
+    assert final.trace[0].error == "cannot handle 'x'"
+    assert "[Refuse(x) → Error: cannot handle 'x']" in final.text
+
+
+def test_broken_tool_does_not_end_the_answer(make_engine):
+    engine, _ = make_engine(["[Broken(x)", " still here"], tools=[BrokenTool()])
+    final = run(engine)
+    assert final.trace[0].error == "Broken failed internally (RuntimeError)"
+    assert final.answer == "still here"
+
+
+def test_slow_tool_times_out(make_engine):
+    engine, _ = make_engine(["[Slow(5)", " moving on"], tools=[SlowTool()], call_timeout_s=0.2)
+    final = run(engine)
+    assert final.trace[0].error == "Slow timed out after 0.2 s"
+    assert final.trace[0].duration_s < 2
+    assert final.answer == "moving on"
+
+
+def test_max_calls_is_enforced(make_engine):
+    engine, _ = make_engine(['[Echo("a")', ' [Echo("b")', " end"], max_calls=1)
+    final = run(engine)
+    assert [r.result for r in final.trace] == ["a", None]
+    assert final.trace[1].error == "call limit reached (1); answer without tools"
+
+
+def test_max_calls_zero_per_request(make_engine):
+    engine, _ = make_engine(['[Echo("a")', " end"])
+    final = run(engine, max_calls=0)
+    assert final.trace[0].error.startswith("call limit reached (0)")
+
+
+def test_malformed_call_is_reported_not_dropped(make_engine):
+    engine, _ = make_engine(["x [Echo(1+"])
+    final = run(engine)
+    assert final.trace[-1].error == "malformed call: unterminated call"
+    assert final.answer == "x"
+
+
+def test_stop_string_ends_the_answer_and_is_never_streamed(make_engine):
+    engine, _ = make_engine(["Paris.\nQuestion: and Rome?"])
+    events = collect(engine)
+    final = events[-1]
+    assert final.answer == "Paris."
+    assert final.stop_reason == "stop"
+    streamed = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    assert streamed == "Paris."
+
+
+def test_max_new_tokens_gives_length_stop(make_engine):
+    engine, _ = make_engine(["abcdefghij"])
+    final = run(engine, sampling=Sampling(max_new_tokens=4))
+    assert final.text == "abcd"
+    assert final.stop_reason == "length"
+
+
+def test_unknown_requested_tool_is_a_bad_request(make_engine):
+    engine, _ = make_engine(["x"])
+    with pytest.raises(BadRequest, match="unknown tools \\['Nope'\\]"):
+        run(engine, tools=["Nope"])
+
+
+def test_tools_can_be_narrowed_per_request(make_engine):
+    engine, backend = make_engine(['[Echo("a")', " end"], tools=[EchoTool(), RefusingTool()])
+    final = run(engine, tools=["Refuse"])
+    assert final.trace[0].error.startswith("unknown tool 'Echo'; tools: Refuse")
+    assert "Refuse" in backend.prompts[0] and "Echoes its input" not in backend.prompts[0]
+
+
+def test_prompt_lists_the_tools_and_the_question(make_engine):
+    engine, backend = make_engine(["ok"])
+    run(engine, question="What   is\n2+2?")
+    prompt = backend.prompts[0]
+    assert '- Echo: Echoes its input backwards. Example: [Echo("abc")]' in prompt
+    assert prompt.endswith("<user>Question: What is 2+2?</user>\n<assistant>Answer:")
+
+
+def test_concurrent_answers_keep_their_own_sessions(make_engine):
+    engine, _ = make_engine(['one [Echo("12")', " a"], ['two [Echo("34")', " b"])
+
+    async def both():
+        return await asyncio.gather(engine.run("q1"), engine.run("q2"))
+
+    first, second = asyncio.run(both())
+    assert {first.answer, second.answer} == {"one a", "two b"}
+    results = {f.answer: f.trace[0].result for f in (first, second)}
+    assert results == {"one a": "21", "two b": "43"}

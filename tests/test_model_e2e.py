@@ -1,0 +1,123 @@
+"""End to end on the real default model: answers reached *through* Calculator calls.
+
+These load the embedded model once per test session (see conftest) and run on the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from agent_server.decoding import Sampling
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+# Several operations, multi-digit numbers and decimals; expected values computed here.
+ARITHMETIC = [
+    ("What is 1234 * 5678?", 1234 * 5678),
+    ("What is 98765 + 43210 - 12345?", 98765 + 43210 - 12345),
+    ("What is 3.75 times 48.2?", 3.75 * 48.2),
+    (
+        "A farmer has 347 cows and buys 1289 more. Then he sells 402. How many cows does he have?",
+        347 + 1289 - 402,
+    ),
+    ("What is 7452 divided by 36?", 7452 / 36),
+    ("What is 15.6 * 23 + 104.8?", 15.6 * 23 + 104.8),
+    ("If a car travels 63.5 km per hour for 7.2 hours, how far does it go?", 63.5 * 7.2),
+    ("What is (456 + 789) * 12?", (456 + 789) * 12),
+    ("What is 2 to the power of 20?", 2**20),
+    ("Tickets cost 23.75 dollars each. How much do 168 tickets cost?", 23.75 * 168),
+]
+
+
+def _close(text: str | None, expected: float) -> bool:
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", (text or "").replace(",", ""))
+    return bool(numbers) and abs(float(numbers[-1]) - expected) <= 1e-6 * max(1, abs(expected))
+
+
+def test_arithmetic_is_answered_through_calculator_calls(real_engine):
+    async def answer_all():
+        return [
+            await real_engine.run(q, sampling=Sampling(max_new_tokens=80)) for q, _ in ARITHMETIC
+        ]
+
+    finals = asyncio.run(answer_all())
+    report, correct = [], 0
+    for (question, expected), final in zip(ARITHMETIC, finals, strict=True):
+        via_call = any(
+            r.tool == "Calculator" and r.ok and _close(r.result, expected) for r in final.trace
+        )
+        ok = via_call and _close(final.answer, expected)
+        correct += ok
+        report.append(f"{'ok ' if ok else 'BAD'} {question} -> {final.text!r}")
+    assert correct >= 8, "\n".join(report)
+
+
+def test_answer_without_tools_has_no_calls(real_engine):
+    final = asyncio.run(
+        real_engine.run("What is 1234 * 5678?", tools=[], sampling=Sampling(max_new_tokens=40))
+    )
+    assert final.trace == ()
+    assert "[Calculator(" not in final.text
+
+
+def test_cli_ask_prints_answer_and_trace():
+    done = subprocess.run(
+        [sys.executable, "-m", "agent_server.cli", "ask", "--trace", "What is 1234 * 5678?"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    assert "7006652" in done.stdout
+    assert "→ Calculator(1234*5678)" in done.stderr
+    assert "= 7006652" in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_service_answers_over_http_on_loopback():
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port)],
+        env={**os.environ, "AGENT_HOST": "127.0.0.1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=120) as client:
+            deadline = time.monotonic() + 300
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "service did not become ready"
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                time.sleep(0.5)
+            assert client.get("/healthz").json() == {"status": "ok"}
+            body = client.post("/v1/ask", json={"question": "What is 1234 * 5678?"}).json()
+            assert "7006652" in body["answer"]
+            assert body["trace"][0]["tool"] == "Calculator"
+            assert body["trace"][0]["result"] == "7006652"
+            bad = client.post("/v1/ask", json={"question": ""})
+            assert bad.status_code == 422
+            assert bad.json()["detail"][0]["loc"] == ["body", "question"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
