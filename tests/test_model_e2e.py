@@ -88,14 +88,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_service_answers_over_http_on_loopback():
+def test_service_answers_over_http_on_loopback(tmp_path):
     port = _free_port()
+    log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port)],
         env={**os.environ, "AGENT_HOST": "127.0.0.1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -108,7 +108,7 @@ def test_service_answers_over_http_on_loopback():
                 except httpx.TransportError:
                     pass
                 assert time.monotonic() < deadline, "service did not become ready"
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()
                 time.sleep(0.5)
             assert client.get("/healthz").json() == {"status": "ok"}
             body = client.post("/v1/ask", json={"question": "What is 1234 * 5678?"}).json()
@@ -121,3 +121,4 @@ def test_service_answers_over_http_on_loopback():
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
