@@ -82,6 +82,7 @@ def create_app(
             temperature=body.temperature,
             top_p=body.top_p,
             seed=body.seed,
+            stop=tuple(s for s in body.stop if s),
             max_new_tokens=body.max_new_tokens or settings.max_new_tokens,
         )
         final = await engine.run(

@@ -253,10 +253,11 @@ def parse(text: str) -> list[Segment]:
     """Split `text` into plain-text strings, calls and malformed calls, in order."""
     scanner = CallScanner()
     scanner.feed(text)
-    return _merge_text(scanner.finish())
+    return merge_text(scanner.finish())
 
 
-def _merge_text(segments: list[Segment]) -> list[Segment]:
+def merge_text(segments: list[Segment]) -> list[Segment]:
+    """Adjacent plain-text segments joined into one."""
     merged: list[Segment] = []
     for segment in segments:
         if isinstance(segment, str) and merged and isinstance(merged[-1], str):

@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ask.add_argument("--temperature", type=float, default=0.0)
     ask.add_argument("--top-p", type=float, default=1.0)
     ask.add_argument("--seed", type=int)
+    ask.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
 
     commands.add_parser("prepare", help="assemble, verify and convert the model once")
 
@@ -59,6 +60,7 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
             temperature=args.temperature,
             top_p=args.top_p,
             seed=args.seed,
+            stop=tuple(args.stop),
             max_new_tokens=args.max_new_tokens or settings.max_new_tokens,
         )
         events = engine.stream(

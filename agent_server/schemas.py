@@ -17,6 +17,7 @@ class AskRequest(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = None
+    stop: list[str] = Field(default_factory=list, max_length=8, description="stop strings")
 
 
 class TraceItem(BaseModel):

@@ -113,3 +113,17 @@ def test_failed_model_load_is_reported_by_readyz():
             assert time.monotonic() < deadline, body
             time.sleep(0.02)
         assert body == {"error": "FileNotFoundError: no weights"}
+
+
+def test_stop_strings_and_sampling_options_reach_the_engine(client, backend):
+    backend.queue("First part. STOP second part")
+    _wait_ready(client)
+    body = {"question": "q", "stop": ["STOP"], "temperature": 0.7, "seed": 3}
+    response = client.post("/v1/ask", json=body)
+    assert response.json()["answer"] == "First part."
+    assert response.json()["stop_reason"] == "stop"
+    too_hot = client.post("/v1/ask", json={"question": "q", "temperature": 9})
+    assert too_hot.status_code == 422 and too_hot.json()["detail"][0]["loc"] == [
+        "body",
+        "temperature",
+    ]

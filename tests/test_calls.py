@@ -16,6 +16,7 @@ from agent_server.calls import (
     Malformed,
     Phase,
     Segment,
+    merge_text,
     parse,
     quote,
     render,
@@ -24,17 +25,6 @@ from agent_server.calls import (
     strip_calls,
     unquote,
 )
-
-
-def merged(segments: list[Segment]) -> list[Segment]:
-    """Adjacent strings joined, as `parse` returns them."""
-    out: list[Segment] = []
-    for segment in segments:
-        if isinstance(segment, str) and out and isinstance(out[-1], str):
-            out[-1] += segment
-        else:
-            out.append(segment)
-    return out
 
 
 def raw(text: str, segments: list[Segment]) -> str:
@@ -392,7 +382,7 @@ def test_segments_complete_as_they_are_fed() -> None:
 def test_finish_turns_an_open_name_back_into_text() -> None:
     scanner = CallScanner()
     scanner.feed("see [Calc")
-    assert merged(scanner.finish()) == ["see [Calc"]
+    assert merge_text(scanner.finish()) == ["see [Calc"]
 
 
 # -- strip_calls ----------------------------------------------------------------------------------
@@ -543,7 +533,7 @@ def test_incremental_parsing_matches_whole_parsing(text: str, data: st.DataObjec
             consumed = scanner.feed(rest, pause_at_call=pause)
             assert 0 < consumed <= len(rest)
             rest = rest[consumed:]
-    assert merged(scanner.finish()) == parse(text)
+    assert merge_text(scanner.finish()) == parse(text)
 
 
 @settings(max_examples=200, deadline=None)
