@@ -9,9 +9,9 @@ spliced result.
 Figures (medians over --repeats runs):
 - raw decode tok/s: one-token forward passes on a warm session;
 - engine / naive wall time for the whole answer (prompt included);
-- engine overhead: wall time not spent in model forward passes or the prompt. Per token it is
-  read off the 0-call answer (scanner, token choice, event-loop hop); per call it is what the
-  answers with calls spend beyond that (tool run, splice encoding), divided by the calls.
+- engine overhead, measured directly as the wall-clock gap between one forward pass and the
+  next: after an ordinary token (token choice, detokenizing, scanning, the event-loop hop) and
+  after a call closes (the same plus running the tool and encoding its result).
 
     python benchmarks/engine.py [--model NAME] [--repeats 3]
 """
@@ -51,7 +51,9 @@ SCRIPTS = {
 @dataclass
 class Clock:
     forward_s: float = 0.0
-    forwards: int = 0
+    token_gaps: list[float] = field(default_factory=list)
+    call_gaps: list[float] = field(default_factory=list)
+    last_end: float = 0.0
 
 
 @dataclass
@@ -96,9 +98,11 @@ class ForcedSession:
     def feed(self, token_ids: Sequence[int]) -> Logits:
         started = time.perf_counter()
         logits = self._real.feed(token_ids)
+        clock = self._clock
         if self._fed:  # after the prompt
-            self._clock.forward_s += time.perf_counter() - started
-            self._clock.forwards += 1
+            clock.forward_s += time.perf_counter() - started
+            gaps = clock.token_gaps if len(token_ids) == 1 else clock.call_gaps
+            gaps.append(started - clock.last_end)
         self._fed += 1
         ids = list(token_ids)
         part = self._parts[self._part]
@@ -107,6 +111,7 @@ class ForcedSession:
         if ids and self._fed > 1 and self._part + 1 < len(self._parts):
             self._part, self._cursor = self._part + 1, 0  # a result was spliced in
         part = self._parts[self._part]
+        clock.last_end = time.perf_counter()
         forced = np.full_like(logits, -np.inf)
         forced[part[self._cursor] if self._cursor < len(part) else self._eos] = 0.0
         return forced
@@ -130,8 +135,7 @@ def engine_run(engine: Engine, real: Backend, script: list[str]) -> tuple[float,
     wall = time.perf_counter() - started
     expected_calls = len(script) - 1
     assert len(final.trace) == expected_calls and all(r.ok for r in final.trace), final.trace
-    overhead = wall - final.timings.prefill_s - forced.clock.forward_s
-    return wall, overhead, final.usage.completion_tokens, final.timings.tools_s
+    return wall, forced.clock, final.usage.completion_tokens
 
 
 def naive_run(engine: Engine, real: Backend, script: list[str]) -> float:
@@ -178,29 +182,22 @@ def main() -> None:
         print(f"model: {real.name}; raw decode {rate:.1f} tok/s ({step_ms:.0f} ms a step)\n")
         print(
             "| calls | tokens | engine s | naive s | naive / engine "
-            "| overhead per token ms | overhead per call ms | of which tool ms |"
+            "| overhead per token ms | overhead per call ms |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-        per_token = 0.0
+        print("|---:|---:|---:|---:|---:|---:|---:|")
         for calls, script in SCRIPTS.items():
             runs = [engine_run(engine, real, script) for _ in range(args.repeats)]
             wall = statistics.median(r[0] for r in runs)
-            overhead = statistics.median(r[1] for r in runs)
-            tokens = runs[0][2]
-            tool_ms = 1000 * statistics.median(r[3] for r in runs) / max(calls, 1)
+            token_ms = 1000 * statistics.median(g for r in runs for g in r[1].token_gaps)
+            call_gaps = [g for r in runs for g in r[1].call_gaps]
+            call_ms = f"{1000 * statistics.median(call_gaps):.1f}" if call_gaps else "–"
             naive = statistics.median(
                 on_model_thread(lambda s=script: naive_run(engine, real, s))
                 for _ in range(args.repeats)
             )
-            if calls == 0:
-                per_token = overhead / tokens
-                per_call = tool_text = "–"
-            else:
-                per_call = f"{1000 * (overhead - per_token * tokens) / calls:.1f}"
-                tool_text = f"{tool_ms:.1f}"
             print(
-                f"| {calls} | {tokens} | {wall:.2f} | {naive:.2f} | {naive / wall:.2f}× "
-                f"| {1000 * overhead / tokens:.2f} | {per_call} | {tool_text} |"
+                f"| {calls} | {runs[0][2]} | {wall:.2f} | {naive:.2f} | {naive / wall:.2f}× "
+                f"| {token_ms:.2f} | {call_ms} |"
             )
     finally:
         engine.close()
