@@ -21,7 +21,9 @@ from agent_server.backends.base import Backend
 from tools.base import Tool
 
 PromptStyle = Literal["chat", "plain"]
-PLAIN_STOPS = ("\nQuestion:", "\n\n")
+CHAT_STOPS = ("\nQuestion:", "\n\n")
+# A completion prompt's answers are one line each; without a newline stop a small model runs on.
+PLAIN_STOPS = ("\nQuestion:", "\n")
 
 
 @dataclass(frozen=True)
@@ -68,5 +70,5 @@ class Prompt:
         if self.style == "chat":
             chat = backend.chat_prompt(system, f"Question: {question}")
             if chat is not None:
-                return Rendered(chat + "Answer:", PLAIN_STOPS)
+                return Rendered(chat + "Answer:", CHAT_STOPS)
         return Rendered(f"{system}\n\nQuestion: {question}\nAnswer:", PLAIN_STOPS)

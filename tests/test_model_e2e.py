@@ -6,6 +6,7 @@ These load the embedded model once per test session (see conftest) and run on th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -80,6 +81,30 @@ def test_cli_ask_prints_answer_and_trace():
     assert "7006652" in done.stdout
     assert "→ Calculator(1234*5678)" in done.stderr
     assert "= 7006652" in done.stderr
+
+
+def test_small_model_loads_and_calls_the_calculator():
+    """The small, fast option: SmolLM2-135M with its plain few-shot prompt."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent_server.cli",
+            "--model",
+            "smollm2-135m",
+            "ask",
+            "--json",
+            "What is 1234 * 5678?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    body = json.loads(done.stdout)
+    assert body["model"] == "smollm2-135m"
+    assert [(t["tool"], t["result"]) for t in body["trace"]][:1] == [("Calculator", "7006652")]
+    assert "\n" not in body["text"]  # one line, as the plain prompt's examples
 
 
 def _free_port() -> int:

@@ -7,7 +7,7 @@ import pytest
 from conftest import EchoTool
 
 from agent_server.backends.scripted import ScriptedBackend
-from agent_server.prompts import PLAIN_STOPS, Prompt
+from agent_server.prompts import CHAT_STOPS, PLAIN_STOPS, Prompt
 from tools.calculator import Calculator
 
 
@@ -37,6 +37,7 @@ def test_chat_style_uses_the_model_template():
     rendered = Prompt("chat").render(ScriptedBackend(), "Why?", [EchoTool()])
     assert rendered.text.startswith("<system>You answer questions")
     assert rendered.text.endswith("<user>Question: Why?</user>\n<assistant>Answer:")
+    assert rendered.stop == CHAT_STOPS
 
 
 def test_template_folder_override_and_strict_undefined(tmp_path):
