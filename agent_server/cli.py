@@ -1,4 +1,4 @@
-"""`agent-server`: ask a question, prepare the model, or serve the API."""
+"""`agent-server`: ask a question, prepare the model, serve the API, or run one tool directly."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import sys
 import time
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
+from agent_server.calls import quote, render
 from agent_server.decoding import Sampling
 from agent_server.errors import AgentError
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
-from agent_server.runtime import build_engine
+from agent_server.runtime import build_engine, build_tools
 from agent_server.settings import Settings
+from tools.base import invoke
+from tools.registry import close_registry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("prepare", help="assemble, verify and convert the model once")
 
+    commands.add_parser("tools", help="list the tools the settings enable")
+    tool = commands.add_parser("tool", help="run one tool and print what the model would read")
+    tool.add_argument("name", help="a tool's name, e.g. Calculator")
+    tool.add_argument("argument", help="the call's argument, e.g. 400/1400")
+
     serve = commands.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -47,8 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_ask(settings, args))
         if args.command == "prepare":
             return _prepare(settings)
+        if args.command == "tools":
+            return _list_tools(settings)
+        if args.command == "tool":
+            return asyncio.run(_run_tool(settings, args.name, args.argument))
         return _serve(settings, args.host, args.port)
-    except AgentError as exc:
+    except (AgentError, ValidationError) as exc:
         print(f"agent-server: {exc}", file=sys.stderr)
         return 2
 
@@ -102,6 +116,31 @@ def _prepare(settings: Settings) -> int:
     took = time.perf_counter() - started
     print(json.dumps({"model": engine.backend.name, "ready_in_s": round(took, 1)}))
     return 0
+
+
+def _list_tools(settings: Settings) -> int:
+    tools = build_tools(settings)
+    try:
+        for tool in tools.values():
+            print(f"{tool.name}: {tool.description} Example: {render(tool.name, tool.example)}")
+    finally:
+        close_registry(tools)
+    return 0
+
+
+async def _run_tool(settings: Settings, name: str, argument: str) -> int:
+    """Exit status 0 when the tool gave a result, 1 when the model would read an error."""
+    tools = build_tools(settings.model_copy(update={"tools": [name]}))
+    tool = tools[name]
+    try:
+        outcome = await invoke(tool, argument, settings.call_timeout_s)
+    finally:
+        close_registry(tools)
+    # Shown as the model writes it: string-argument tools quote, Calculator doesn't.
+    written = quote(argument) if tool.example.startswith('"') else argument
+    print(render(name, written, outcome.shown))
+    print(f"({outcome.duration_s * 1000:.0f} ms)", file=sys.stderr)
+    return 0 if outcome.error is None else 1
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:

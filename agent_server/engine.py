@@ -32,7 +32,7 @@ from agent_server.events import (
     Usage,
 )
 from agent_server.prompts import Prompt
-from tools.base import Tool, ToolError, cap_output
+from tools.base import Tool, invoke, shown
 from tools.registry import close_registry
 
 T = TypeVar("T")
@@ -138,8 +138,7 @@ class Engine:
                 tools_s += record.duration_s
                 answer.trace.append(record)
                 yield record
-                shown = record.result if record.result is not None else f"Error: {record.error}"
-                spliced = splice_text(shown)
+                spliced = splice_text(shown(record.result, record.error))
                 scanner.feed(spliced)
                 answer.splice(spliced)
                 splice_ids = self.backend.encode(spliced)
@@ -184,27 +183,18 @@ class Engine:
     async def _call(
         self, index: int, call: Call, tools: Mapping[str, Tool], answer: _Answer
     ) -> ResultEvent:
-        started = time.perf_counter()
-        result: str | None = None
-        error: str | None = None
         tool = tools.get(call.name)
         if answer.calls_left <= 0:
             error = f"call limit reached ({answer.max_calls}); answer without tools"
-        elif tool is None:
+            return ResultEvent(index, call.name, call.argument, None, error, 0.0)
+        if tool is None:
             error = f"unknown tool {call.name!r}; tools: {', '.join(sorted(tools)) or 'none'}"
-        else:
-            answer.calls_left -= 1
-            try:
-                timeout = self.config.call_timeout_s
-                result = cap_output(await asyncio.wait_for(tool(call.argument), timeout))
-            except TimeoutError:
-                error = f"{call.name} timed out after {self.config.call_timeout_s:g} s"
-            except ToolError as exc:
-                error = str(exc) or type(exc).__name__
-            except Exception as exc:  # a bug in a tool must not end the answer
-                error = f"{call.name} failed internally ({type(exc).__name__})"
-        duration = time.perf_counter() - started
-        return ResultEvent(index, call.name, call.argument, result, error, duration)
+            return ResultEvent(index, call.name, call.argument, None, error, 0.0)
+        answer.calls_left -= 1
+        outcome = await invoke(tool, call.argument, self.config.call_timeout_s)
+        return ResultEvent(
+            index, call.name, call.argument, outcome.result, outcome.error, outcome.duration_s
+        )
 
 
 class _Answer:

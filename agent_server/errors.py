@@ -2,6 +2,7 @@
 
     AgentError
       ├── ModelNotAvailable   the configured model cannot be found, verified or loaded
+      ├── ConfigError         the settings ask for something that cannot be built
       └── BadRequest          a request names something that does not exist (a tool, a mode)
 
 Errors from third-party libraries are wrapped at the boundary with `raise … from exc`.
@@ -16,6 +17,10 @@ class AgentError(Exception):
 
 class ModelNotAvailable(AgentError):
     """The configured model cannot be found, verified or loaded."""
+
+
+class ConfigError(AgentError):
+    """The settings ask for something that cannot be built (a tool without its corpus)."""
 
 
 class BadRequest(AgentError):

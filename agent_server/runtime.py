@@ -4,19 +4,31 @@ from __future__ import annotations
 
 from agent_server.backends import load_backend
 from agent_server.engine import Engine, EngineConfig
+from agent_server.errors import ConfigError
 from agent_server.prompts import Prompt
 from agent_server.settings import Settings
-from tools.registry import ToolOptions, build_registry
+from tools.base import Tool
+from tools.embedder import EmbedderNotAvailable
+from tools.registry import build_registry, close_registry
+
+
+def build_tools(settings: Settings) -> dict[str, Tool]:
+    try:
+        return build_registry(settings.tools, settings.tool_options())
+    except (ValueError, EmbedderNotAvailable) as exc:  # say which setting, don't trace back
+        raise ConfigError(str(exc)) from exc
 
 
 def build_engine(settings: Settings) -> Engine:
-    backend, source = load_backend(
-        settings.model, settings.cache_dir, dtype=settings.dtype, threads=settings.threads
-    )
+    tools = build_tools(settings)  # first: a bad tool setting fails before a minute of loading
+    try:
+        backend, source = load_backend(
+            settings.model, settings.cache_dir, dtype=settings.dtype, threads=settings.threads
+        )
+    except BaseException:
+        close_registry(tools)
+        raise
     style = source.prompt_style if settings.prompt_style == "auto" else settings.prompt_style
-    tools = build_registry(
-        settings.tools, ToolOptions(calculator_timeout_s=settings.calculator_timeout_s)
-    )
     config = EngineConfig(
         max_calls=settings.max_calls,
         call_timeout_s=settings.call_timeout_s,

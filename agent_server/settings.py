@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_server.models import DEFAULT_MODEL
-from tools.registry import TOOL_NAMES
+from tools.registry import TOOL_NAMES, ToolOptions
 
 
 class Settings(BaseSettings):
@@ -24,12 +24,53 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "agent-server"
     prompt_style: Literal["auto", "chat", "plain"] = "auto"
 
-    tools: list[str] = Field(default_factory=lambda: list(TOOL_NAMES))
+    # None: every tool that can work with the settings below (Retrieve once `documents` is set).
+    tools: list[str] | None = None
     max_calls: int = Field(default=3, ge=0, le=20)
     call_timeout_s: float = Field(default=10.0, gt=0, le=300)
     call_top_k: int = Field(default=5, ge=0, le=100)
     max_new_tokens: int = Field(default=256, ge=1, le=4096)
     calculator_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    python_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    python_memory_mb: int = Field(default=1024, ge=256, le=16384)
+    # "ddgs" searches the live web (DuckDuckGo); "local" searches `search_corpus`, offline.
+    search_backend: Literal["ddgs", "local"] = "ddgs"
+    search_corpus: Path | None = None
+    search_engines: str = "duckduckgo"
+    search_region: str = "us-en"
+    search_safesearch: Literal["on", "moderate", "off"] = "moderate"
+    search_results: int = Field(default=3, ge=1, le=10)
+    # The user's own documents for Retrieve: a folder, a file, or a JSONL of {doc_id,title,text}.
+    documents: Path | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, names: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(names or ()) - set(TOOL_NAMES))
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; known: {list(TOOL_NAMES)}")
+        return names
+
+    @model_validator(mode="after")
+    def _local_search_has_corpus(self) -> Settings:
+        if self.search_backend == "local" and self.search_corpus is None:
+            raise ValueError("search_backend 'local' needs search_corpus (AGENT_SEARCH_CORPUS)")
+        return self
+
+    def tool_options(self) -> ToolOptions:
+        return ToolOptions(
+            calculator_timeout_s=self.calculator_timeout_s,
+            python_timeout_s=self.python_timeout_s,
+            python_memory_mb=self.python_memory_mb,
+            search_backend=self.search_backend,
+            search_corpus=self.search_corpus,
+            search_engines=self.search_engines,
+            search_region=self.search_region,
+            search_safesearch=self.search_safesearch,
+            search_results=self.search_results,
+            documents=self.documents,
+            index_dir=self.cache_dir / "index",
+        )

@@ -11,6 +11,9 @@ internal tool failure, also without stopping the answer.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 # Results longer than this are cut before they reach the model: a small model's context is short
@@ -55,3 +58,41 @@ def cap_output(text: str, limit: int = MAX_RESULT_CHARS) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 20].rstrip() + " …(output cut)"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call produced: a result or a one-line error, and how long it took."""
+
+    result: str | None
+    error: str | None
+    duration_s: float
+
+    @property
+    def shown(self) -> str:
+        return shown(self.result, self.error)
+
+
+def shown(result: str | None, error: str | None) -> str:
+    """What the model reads after the arrow: the result, or the error marked as one."""
+    return result if result is not None else f"Error: {error}"
+
+
+async def invoke(tool: Tool, argument: str, timeout_s: float) -> Outcome:
+    """Run one call the way the model sees it: time-limited, capped, every failure a message.
+
+    The engine and `agent-server tool` both go through here, so what a user debugs with the
+    command is exactly what the model reads.
+    """
+    started = time.perf_counter()
+    result: str | None = None
+    error: str | None = None
+    try:
+        result = cap_output(await asyncio.wait_for(tool(argument), timeout_s))
+    except TimeoutError:
+        error = f"{tool.name} timed out after {timeout_s:g} s"
+    except ToolError as exc:
+        error = str(exc) or type(exc).__name__
+    except Exception as exc:  # a bug in a tool must not end the answer
+        error = f"{tool.name} failed internally ({type(exc).__name__})"
+    return Outcome(result, error, time.perf_counter() - started)
