@@ -18,7 +18,7 @@ from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.runtime import build_engine, build_tools
 from agent_server.settings import Settings
 from tools.base import invoke
-from tools.registry import close_registry
+from tools.registry import close_registry, prepare_tools
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,9 +112,13 @@ def _print_final(final: FinalEvent, model: str, args: argparse.Namespace) -> Non
 def _prepare(settings: Settings) -> int:
     started = time.perf_counter()
     engine = build_engine(settings)
-    engine.close()
+    try:
+        prepare_tools(engine.tools)  # e.g. Retrieve's index, so the first question need not wait
+    finally:
+        engine.close()
     took = time.perf_counter() - started
-    print(json.dumps({"model": engine.backend.name, "ready_in_s": round(took, 1)}))
+    ready = {"model": engine.backend.name, "tools": list(engine.tools), "ready_in_s": round(took)}
+    print(json.dumps(ready))
     return 0
 
 

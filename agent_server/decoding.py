@@ -46,6 +46,7 @@ class TokenChooser:
         self._names = tuple(sorted(tool_names))
         self._call_top_k = call_top_k if tool_names else 0
         self._rng = np.random.default_rng(sampling.seed)
+        self._eos = np.fromiter(sorted(vocab.eos_ids), dtype=np.int64)
 
     def choose(
         self,
@@ -54,14 +55,23 @@ class TokenChooser:
         name_so_far: str,
         calls_left: int,
         after_result: bool = False,
+        calls_made: int = 0,
     ) -> int:
         logits = logits.astype(np.float32, copy=True)
         if phase is Phase.TEXT:
             openers = self._vocab.call_openers()
             if self._names and (calls_left <= 0 or after_result):
                 logits = _without(logits, openers)
+            if after_result:
+                # A result is never the answer's last word: after a long one a small model tends
+                # to end its turn at once, leaving the reader nothing but the call.
+                logits = _without(logits, self._eos)
             elif self._call_top_k > 0 and openers.size:
-                forced = self._opener_in_top_k(logits, openers)
+                # Toolformer's top-k rule opens the first call. Once a result is in the text a
+                # small model echoes its call again and again at k > 1, so a further call must
+                # be the model's own first choice.
+                k = self._call_top_k if calls_made == 0 else 1
+                forced = self._opener_in_top_k(logits, openers, k)
                 if forced is not None:
                     return forced
         elif phase is Phase.NAME and self._names and calls_left > 0:
@@ -69,8 +79,10 @@ class TokenChooser:
             logits = _only(logits, allowed)
         return self._sample(logits)
 
-    def _opener_in_top_k(self, logits: Logits, openers: npt.NDArray[np.int64]) -> int | None:
-        k = min(self._call_top_k, logits.size)
+    def _opener_in_top_k(
+        self, logits: Logits, openers: npt.NDArray[np.int64], k: int
+    ) -> int | None:
+        k = min(k, logits.size)
         top = np.argpartition(-logits, k - 1)[:k]
         top = top[np.isfinite(logits[top])]
         hits = np.intersect1d(top, openers)

@@ -110,7 +110,8 @@ class Engine:
         def step(ids: list[int], after_result: bool = False) -> int:
             logits = session.feed(ids)
             phase, name = scanner.phase, scanner.name_so_far
-            return chooser.choose(logits, phase, name, answer.calls_left, after_result)
+            made = len(answer.trace)
+            return chooser.choose(logits, phase, name, answer.calls_left, after_result, made)
 
         token = await self._in_worker(lambda: step(prompt_ids))
         prefill_s = time.perf_counter() - started

@@ -9,7 +9,7 @@ from agent_server.prompts import Prompt
 from agent_server.settings import Settings
 from tools.base import Tool
 from tools.embedder import EmbedderNotAvailable
-from tools.registry import build_registry, close_registry
+from tools.registry import build_registry, close_registry, start_tools
 
 
 def build_tools(settings: Settings) -> dict[str, Tool]:
@@ -21,6 +21,7 @@ def build_tools(settings: Settings) -> dict[str, Tool]:
 
 def build_engine(settings: Settings) -> Engine:
     tools = build_tools(settings)  # first: a bad tool setting fails before a minute of loading
+    start_tools(tools)  # spare processes and indexes warm up while the model loads
     try:
         backend, source = load_backend(
             settings.model, settings.cache_dir, dtype=settings.dtype, threads=settings.threads

@@ -100,6 +100,24 @@ def test_right_after_a_result_openers_are_masked(backend: ScriptedBackend) -> No
     assert choose(second, Phase.TEXT, "", 3, after_result=False) == tid(backend, "[")
 
 
+def test_after_the_first_call_only_a_first_choice_opens_a_call(backend: ScriptedBackend) -> None:
+    choose = chooser(backend.vocab, k=3).choose
+    second = logits_for(backend, {"a": 5.0, "[": 4.0})
+    assert choose(second, Phase.TEXT, "", 3, calls_made=0) == tid(backend, "[")
+    assert choose(second, Phase.TEXT, "", 3, calls_made=1) == tid(backend, "a")
+    first = logits_for(backend, {"a": 5.0, "[": 6.0})
+    assert choose(first, Phase.TEXT, "", 3, calls_made=2) == tid(backend, "[")
+
+
+def test_right_after_a_result_the_answer_cannot_end(backend: ScriptedBackend) -> None:
+    eos = next(iter(backend.vocab.eos_ids))
+    logits = logits_for(backend, {"a": 1.0})
+    logits[eos] = 9.0
+    choose = chooser(backend.vocab).choose
+    assert choose(logits, Phase.TEXT, "", 3, after_result=True) == tid(backend, "a")
+    assert choose(logits, Phase.TEXT, "", 3, after_result=False) == eos
+
+
 def test_k_zero_disables_the_rule(backend: ScriptedBackend) -> None:
     second = logits_for(backend, {"a": 5.0, "[": 4.0})
     assert chooser(backend.vocab, k=0).choose(second, Phase.TEXT, "", 1) == tid(backend, "a")

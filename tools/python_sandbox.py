@@ -219,6 +219,10 @@ class PythonSandbox:
         except _NotStarted as exc:
             raise RuntimeError(f"the Python sandbox did not start: {exc}") from exc
 
+    def start(self) -> None:
+        """Start the spare processes in the background, so even the first call is warm."""
+        self._refill()
+
     def close(self) -> None:
         """Stop the spare processes; a later call starts new ones."""
         with self._lock:

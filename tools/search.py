@@ -100,6 +100,18 @@ class Search:
         self._pace_lock = asyncio.Lock()
         self._last_request = -float("inf")
 
+    def start(self) -> None:
+        """Begin the backend's warm-up (a local index), if it has one."""
+        start = getattr(self.backend, "start", None)
+        if callable(start):
+            start()
+
+    def prepare(self) -> None:
+        """Finish the backend's warm-up now, if it has one."""
+        prepare = getattr(self.backend, "prepare", None)
+        if callable(prepare):
+            prepare()
+
     async def __call__(self, argument: str) -> str:
         query = clean_query(argument, self.max_query_chars)
         key = (query.casefold(), self.max_results)
