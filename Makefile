@@ -38,3 +38,4 @@ test: model lint
 
 bench: model
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/tools.py

@@ -1,6 +1,6 @@
 """Retrieval recall@k of BM25, dense (MiniLM), RRF and hybrid search, and what indexing costs.
 
-Data: SQuAD v1.1 dev (Rajpurkar et al., 2016; CC BY-SA 4.0), as prepared in /work/shared/data:
+Data: SQuAD v1.1 dev (Rajpurkar et al., 2016; CC BY-SA 4.0), as copied into data/ (data/README.md):
 the 2,067 paragraphs of its 48 articles are the corpus and 150 sampled dev questions the
 queries. A question is a hit at k when one of its gold paragraphs is among the top k distinct
 documents (paragraphs), whichever of their passages matched.
@@ -32,7 +32,7 @@ from tools.embedder import Embedder
 from tools.retrieval import MODES, HybridIndex, Mode
 from tools.search_local import LocalSearchBackend
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @dataclass(frozen=True)

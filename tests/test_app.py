@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 import uvicorn
-from conftest import EchoTool
+from doubles import EchoTool
 
 from agent_server.app import create_app
 from agent_server.backends.scripted import ScriptedBackend

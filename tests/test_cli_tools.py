@@ -11,11 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from agent_server.settings import Settings
 
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad_passages.jsonl"
+SQUAD = Path(__file__).resolve().parents[1] / "data" / "squad_passages.jsonl"
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -74,7 +72,6 @@ def test_python_tool_runs_code_in_the_sandbox():
     assert done.stdout.strip().endswith("6]")
 
 
-@pytest.mark.skipif(not SQUAD.exists(), reason="needs ../shared/data")
 def test_local_search_over_the_squad_passages():
     done = _cli(
         "tool",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import BrokenTool, EchoTool, RefusingTool, SlowTool
+from doubles import BrokenTool, EchoTool, RefusingTool, SlowTool
 
 from agent_server.decoding import Sampling
 from agent_server.errors import BadRequest

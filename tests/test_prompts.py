@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jinja2
 import pytest
-from conftest import EchoTool
+from doubles import EchoTool
 
 from agent_server.backends.scripted import ScriptedBackend
 from agent_server.prompts import CHAT_STOPS, PLAIN_STOPS, Prompt

@@ -1,6 +1,6 @@
 """End to end on the real default model: answers reached through Search, Python and Retrieve.
 
-Search runs on the local BM25 backend over the SQuAD passages in `../shared/data` (the live web
+Search runs on the local BM25 backend over the SQuAD passages in `data/` (the live web
 can't be reached here); Retrieve indexes the small household documents in `tests/data/documents`
 with the real embedder; Python runs in the real sandbox. Each question names its tool, as an API
 client may: the 0.5B default model follows one tool's examples better than four tools' at once.
@@ -21,14 +21,12 @@ from tools.registry import ToolOptions, build_registry, prepare_tools
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad_passages.jsonl"
+SQUAD = Path(__file__).resolve().parents[1] / "data" / "squad_passages.jsonl"
 DOCUMENTS = Path(__file__).parent / "data" / "documents"
 
 
 @pytest.fixture(scope="module")
 def engine(real_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    if not SQUAD.exists():
-        pytest.skip("needs ../shared/data")
     options = ToolOptions(
         search_backend="local",
         search_corpus=SQUAD,

@@ -82,17 +82,33 @@ async def invoke(tool: Tool, argument: str, timeout_s: float) -> Outcome:
     """Run one call the way the model sees it: time-limited, capped, every failure a message.
 
     The engine and `agent-server tool` both go through here, so what a user debugs with the
-    command is exactly what the model reads.
+    command is exactly what the model reads. The time limit holds even for a tool that swallows
+    its cancellation (as a nested `asyncio.wait_for` can on Python 3.11): the call is cancelled
+    and left to finish on its own, and its late result is dropped.
     """
     started = time.perf_counter()
+    task = asyncio.ensure_future(tool(argument))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:  # the answer itself was cancelled: so is its call
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_drop)
+        late = f"{tool.name} timed out after {timeout_s:g} s"
+        return Outcome(None, late, time.perf_counter() - started)
     result: str | None = None
     error: str | None = None
     try:
-        result = cap_output(await asyncio.wait_for(tool(argument), timeout_s))
-    except TimeoutError:
-        error = f"{tool.name} timed out after {timeout_s:g} s"
+        result = cap_output(task.result())
     except ToolError as exc:
         error = str(exc) or type(exc).__name__
     except Exception as exc:  # a bug in a tool must not end the answer
         error = f"{tool.name} failed internally ({type(exc).__name__})"
     return Outcome(result, error, time.perf_counter() - started)
+
+
+def _drop(task: asyncio.Future[str]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so a late failure is not reported as never retrieved

@@ -27,6 +27,8 @@ class ToolOptions:
     search_region: str = "us-en"
     search_safesearch: Literal["on", "moderate", "off"] = "moderate"
     search_results: int = 3
+    # Per request. Two tries and the first back-off (4 + 1 + 4 s) fit in the engine's 10 s limit.
+    search_timeout_s: float = 4.0
     # The user's own documents for Retrieve: a folder, a file or a JSONL of {doc_id,title,text}.
     documents: Path | None = None
     # Where Retrieve keeps its index between runs; rebuilt when the documents change.
@@ -59,7 +61,10 @@ def _search(o: ToolOptions) -> Tool:
         from tools.search_ddgs import DdgsBackend
 
         backend = DdgsBackend(
-            engines=o.search_engines, region=o.search_region, safesearch=o.search_safesearch
+            engines=o.search_engines,
+            region=o.search_region,
+            safesearch=o.search_safesearch,
+            timeout_s=o.search_timeout_s,
         )
     return Search(backend, max_results=o.search_results)
 

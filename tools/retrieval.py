@@ -334,6 +334,7 @@ class Retrieve:
         min_similarity: float = 0.3,
         max_chars: int = MAX_RESULT_CHARS,
         max_query_chars: int = 300,
+        index: HybridIndex | None = None,  # already built (e.g. by a benchmark): used as is
     ) -> None:
         if not documents.exists():
             raise ValueError(f"Retrieve's documents do not exist: {documents}")
@@ -347,7 +348,8 @@ class Retrieve:
         self.min_similarity = min_similarity
         self.max_chars = max_chars
         self.max_query_chars = max_query_chars
-        self._index = Background(self._open, f"Retrieve index of {documents}")
+        build = self._open if index is None else lambda: index
+        self._index = Background(build, f"Retrieve index of {documents}")
 
     def start(self) -> None:
         """Begin loading or building the index in the background; returns at once."""

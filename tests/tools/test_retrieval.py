@@ -361,8 +361,6 @@ def test_hybrid_recall_is_at_least_each_ranking_alone_on_squad(
     tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
 ) -> None:
     recall = load_benchmark()
-    if not recall.DATA.is_dir():
-        pytest.skip(f"the SQuAD data is not at {recall.DATA}")
     table = recall.recall_table(
         recall.DATA / "squad_passages.jsonl",
         recall.DATA / "squad_questions_dev.jsonl",

@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import pytest
+from fakes import FakeTime
 
 from tools.base import MAX_RESULT_CHARS, Tool, ToolError
 from tools.search import (
@@ -31,22 +32,6 @@ YUSHAN = SearchResult(
     "https://en.wikipedia.org/wiki/Yushan_(mountain)",
     "Yushan is the highest mountain in Taiwan, at 3,952 m.",
 )
-
-
-class FakeTime:
-    """A clock that moves only when something sleeps on it."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.delays: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 class FakeBackend:

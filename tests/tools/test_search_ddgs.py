@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 from ddgs.http_client import HttpClient
+from fakes import FakeTime
 
 from tools.search import RateLimited, Search, SearchError, SearchResult, SearchTimeout
 from tools.search_ddgs import (
@@ -120,19 +121,6 @@ class FakeTransport:
         if isinstance(reply, Exception):
             raise reply
         return reply
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.delays: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        self.now += seconds
 
 
 def run(awaitable: Awaitable[T]) -> T:

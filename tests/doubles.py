@@ -1,0 +1,50 @@
+"""Test-double tools at the `Tool` seam (imported by name: pytest puts this folder on sys.path).
+
+Kept out of `conftest.py`: with a conftest in `tests/tools/` too, `import conftest` would find
+whichever was imported first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tools.base import ToolError
+
+
+class EchoTool:
+    """Returns its argument reversed, so a test can tell a result from the argument."""
+
+    name = "Echo"
+    description = "Echoes its input backwards."
+    example = '"abc"'
+
+    async def __call__(self, argument: str) -> str:
+        return argument[::-1]
+
+
+class RefusingTool:
+    name = "Refuse"
+    description = "Always refuses."
+    example = "x"
+
+    async def __call__(self, argument: str) -> str:
+        raise ToolError(f"cannot handle {argument!r}")
+
+
+class BrokenTool:
+    name = "Broken"
+    description = "Has a bug."
+    example = "x"
+
+    async def __call__(self, argument: str) -> str:
+        raise RuntimeError(f"bug with {argument}")
+
+
+class SlowTool:
+    name = "Slow"
+    description = "Takes its time."
+    example = "1"
+
+    async def __call__(self, argument: str) -> str:
+        await asyncio.sleep(float(argument))
+        return "done"
