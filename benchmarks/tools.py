@@ -130,8 +130,8 @@ async def search_rows(queries: list[str], scale: int, scratch: Path) -> list[Row
         index = backend.prepare()
         built = time.perf_counter() - started
         search = Search(backend, cache_ttl_s=0)  # every query reaches the index
-        documents = len({p.doc_id for p in index.passages})
-        case = f"local, {documents:,} docs, {len(index.passages):,} passages (built in {built:.0f} s)"
+        size = f"{len({p.doc_id for p in index.passages}):,} docs, {len(index.passages):,} passages"
+        case = f"local, {size} (built in {built:.0f} s)"
         rows.append(await measure(search, case, queries, nothing))
     cached = Search(LocalSearchBackend(CORPUS, index_dir=scratch / "search-x1"))
     await invoke(cached, queries[0], 30.0)
