@@ -117,8 +117,12 @@ def _prepare(settings: Settings) -> int:
     finally:
         engine.close()
     took = time.perf_counter() - started
-    ready = {"model": engine.backend.name, "tools": list(engine.tools), "ready_in_s": round(took)}
-    print(json.dumps(ready))
+    ready_in_s = round(took, 1)
+    print(
+        json.dumps(
+            {"model": engine.backend.name, "tools": list(engine.tools), "ready_in_s": ready_in_s}
+        )
+    )
     return 0
 
 
