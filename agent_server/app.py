@@ -9,32 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from agent_server.decoding import Sampling
+from agent_server import api, openai_api
+from agent_server.deps import EngineDep, NotReady
 from agent_server.engine import Engine
-from agent_server.errors import AgentError, BadRequest
+from agent_server.errors import BadRequest
 from agent_server.runtime import build_engine
-from agent_server.schemas import AskRequest, AskResponse, ErrorBody
+from agent_server.schemas import ErrorBody
 from agent_server.settings import Settings
-
-
-class NotReady(AgentError):
-    """The model is still loading (or failed to load)."""
-
-
-def get_engine(request: Request) -> Engine:
-    state = request.app.state
-    if state.engine is None:
-        raise NotReady(state.load_error or "the model is still loading")
-    ready: Engine = state.engine
-    return ready
-
-
-EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
 def create_app(
@@ -42,6 +27,7 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
         app.state.engine = None
         app.state.load_error = None
 
@@ -76,18 +62,6 @@ def create_app(
     async def readyz(engine: EngineDep) -> dict[str, str]:
         return {"status": "ready", "model": engine.backend.name}
 
-    @app.post("/v1/ask", responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-    async def ask(body: AskRequest, engine: EngineDep) -> AskResponse:
-        sampling = Sampling(
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=body.seed,
-            stop=tuple(s for s in body.stop if s),
-            max_new_tokens=body.max_new_tokens or settings.max_new_tokens,
-        )
-        final = await engine.run(
-            body.question, sampling=sampling, tools=body.tools, max_calls=body.max_calls
-        )
-        return AskResponse.from_final(final, engine.backend.name)
-
+    app.include_router(api.router)
+    app.include_router(openai_api.router)
     return app
