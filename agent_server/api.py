@@ -1,26 +1,298 @@
-"""The native API's routes: `/v1/ask` and what belongs with it."""
+"""The native API's routes: ask (JSON or Server-Sent Events), tools, documents.
+
+`POST /v1/ask` with `stream: true` answers with Server-Sent Events, one per engine event:
+
+    event: token    {"text": ...}                     text as the model writes it, calls included
+    event: call     {"index", "tool", "argument"}      a call closed; its tool runs now
+    event: result   {"index", "tool", "argument", "result", "error", "duration_s"}
+    event: final    the whole AskResponse
+    event: error    {"error": ...}                     the answer could not be finished
+
+A client that disconnects stops its answer: the stream's generator is cancelled at the next
+event, and a plain request is watched for a disconnect while the engine works.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import json
+import os
+import re
+import tempfile
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
 
 from agent_server.decoding import Sampling
-from agent_server.deps import EngineDep, SettingsDep
-from agent_server.schemas import AskRequest, AskResponse, ErrorBody
+from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, SettingsDep, StoreDep
+from agent_server.engine import Engine
+from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
+from agent_server.events import CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
+from agent_server.schemas import (
+    AskRequest,
+    AskResponse,
+    CallItem,
+    ConversationDetail,
+    ConversationSummary,
+    DocumentInfo,
+    ErrorBody,
+    ToolInfo,
+    TraceItem,
+)
+from agent_server.settings import Settings
+from agent_server.store import NewTurn
 
 router = APIRouter()
+T = TypeVar("T")
+
+# Uploaded names keep to letters, digits, dot, dash and underscore: no paths, no surprises.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DOCUMENT_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
+# How often a plain request checks whether its client is still there.
+DISCONNECT_POLL_S = 0.25
+CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client
 
 
-@router.post("/v1/ask", responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-async def ask(body: AskRequest, engine: EngineDep, settings: SettingsDep) -> AskResponse:
-    sampling = Sampling(
+@router.post(
+    "/v1/ask",
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        400: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
+)
+async def ask(
+    body: AskRequest,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    admission: AdmissionDep,
+    metrics: MetricsDep,
+) -> Response:
+    engine.select_tools(body.tools)  # an unknown tool is a 400 before any work starts
+    history: list[tuple[str, str]] = []
+    if body.conversation_id is not None:
+        history = await store.history(body.conversation_id, engine.prompt.history_turns)
+
+    @asynccontextmanager
+    async def answering() -> AsyncIterator[AsyncGenerator[Event, None]]:
+        """A queue slot, the time limit, and the engine's events, closed on every exit."""
+        async with admission.limit(settings.request_timeout_s), admission.slot():
+            events = engine.stream(
+                body.question,
+                sampling=_sampling(body, settings),
+                tools=body.tools,
+                max_calls=body.max_calls,
+                history=history,
+            )
+            try:
+                yield events
+            finally:
+                await events.aclose()  # a client gone mid-answer: stopped at the next token
+
+    async def remember(final: FinalEvent) -> AskResponse:
+        """Store the finished turn (one transaction: nothing is written for an unfinished one)."""
+        metrics.observe_final(final)
+        conversation_id = body.conversation_id or (await store.create()).id
+        turn = NewTurn.from_final(body.question, final, mode=body.mode, model=engine.backend.name)
+        await store.add_turn(conversation_id, turn)
+        return AskResponse.from_final(final, engine.backend.name, conversation_id)
+
+    if body.stream:
+        admission.check()  # a full queue is a 429 before the stream's 200
+        return StreamingResponse(
+            _sse(answering, remember),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def answer() -> AskResponse:
+        async with answering() as events:
+            return await remember(await _final(events))
+
+    response = await _unless_disconnected(request, answer())
+    return Response(status_code=CLIENT_GONE) if response is None else _json(response)
+
+
+@router.get("/v1/conversations")
+async def list_conversations(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[ConversationSummary]:
+    return [ConversationSummary.from_info(c) for c in await store.list(limit, offset)]
+
+
+@router.get("/v1/conversations/{conversation_id}", responses={404: {"model": ErrorBody}})
+async def get_conversation(conversation_id: str, store: StoreDep) -> ConversationDetail:
+    conversation = await store.get(conversation_id)
+    if conversation is None:
+        raise NotFound(f"no conversation {conversation_id!r}")
+    return ConversationDetail.from_conversation(conversation)
+
+
+@router.delete(
+    "/v1/conversations/{conversation_id}", status_code=204, responses={404: {"model": ErrorBody}}
+)
+async def delete_conversation(conversation_id: str, store: StoreDep) -> Response:
+    if not await store.delete(conversation_id):
+        raise NotFound(f"no conversation {conversation_id!r}")
+    return Response(status_code=204)
+
+
+@router.get("/v1/tools")
+async def list_tools(engine: EngineDep) -> list[ToolInfo]:
+    return [
+        ToolInfo(name=t.name, description=t.description, example=t.example)
+        for t in engine.tools.values()
+    ]
+
+
+@router.get("/v1/documents", responses={409: {"model": ErrorBody}})
+async def list_documents(settings: SettingsDep) -> list[DocumentInfo]:
+    folder = _documents_folder(settings)
+    return [_info(p) for p in sorted(folder.iterdir()) if p.is_file() and _SAFE_NAME.match(p.name)]
+
+
+@router.post(
+    "/v1/documents",
+    status_code=201,
+    responses={400: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def upload_document(
+    file: UploadFile, engine: EngineDep, settings: SettingsDep
+) -> DocumentInfo:
+    folder = _documents_folder(settings)
+    name = _checked_name(file.filename or "")
+    data = await file.read()
+    if not data:
+        raise BadRequest(f"{name} is empty")
+    path = await asyncio.to_thread(_write_atomically, folder / name, data)
+    _reindex(engine)
+    return _info(path)
+
+
+@router.delete(
+    "/v1/documents/{document_id}",
+    status_code=204,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def delete_document(document_id: str, engine: EngineDep, settings: SettingsDep) -> Response:
+    path = _documents_folder(settings) / _checked_name(document_id)
+    if not path.is_file():
+        raise NotFound(f"no document {document_id!r}")
+    path.unlink()
+    _reindex(engine)
+    return Response(status_code=204)
+
+
+def _sampling(body: AskRequest, settings: Settings) -> Sampling:
+    return Sampling(
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,
         stop=tuple(s for s in body.stop if s),
         max_new_tokens=body.max_new_tokens or settings.max_new_tokens,
     )
-    final = await engine.run(
-        body.question, sampling=sampling, tools=body.tools, max_calls=body.max_calls
-    )
-    return AskResponse.from_final(final, engine.backend.name)
+
+
+async def _final(events: AsyncIterator[Event]) -> FinalEvent:
+    async for event in events:
+        if isinstance(event, FinalEvent):
+            return event
+    raise RuntimeError("the engine ended without a final event")  # pragma: no cover
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None (and `work` cancelled) once the client has gone."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                return None
+    finally:
+        task.cancel()  # a no-op when done; on our own cancellation, the work stops too
+
+
+async def _sse(
+    answering: Callable[[], AbstractAsyncContextManager[AsyncGenerator[Event, None]]],
+    remember: Callable[[FinalEvent], Awaitable[AskResponse]],
+) -> AsyncIterator[str]:
+    try:
+        async with answering() as events:
+            async for event in events:
+                if isinstance(event, FinalEvent):
+                    yield _sse_frame("final", (await remember(event)).model_dump_json())
+                else:
+                    yield _frame(event)
+    except AgentError as exc:  # overloaded, timed out, or a failure the engine reported
+        yield _sse_frame("error", ErrorBody(error=str(exc)).model_dump_json())
+
+
+def _frame(event: TokenEvent | CallEvent | ResultEvent) -> str:
+    if isinstance(event, TokenEvent):
+        return _sse_frame("token", json.dumps({"text": event.text}, ensure_ascii=False))
+    if isinstance(event, CallEvent):
+        return _sse_frame("call", CallItem.from_event(event).model_dump_json())
+    item = {"index": event.index, **TraceItem.from_event(event).model_dump()}
+    return _sse_frame("result", json.dumps(item, ensure_ascii=False))
+
+
+def _sse_frame(kind: str, data: str) -> str:
+    return f"event: {kind}\ndata: {data}\n\n"
+
+
+def _json(model: AskResponse) -> Response:
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+def _documents_folder(settings: Settings) -> Path:
+    folder = settings.documents
+    if folder is None or not folder.is_dir():
+        raise Conflict("documents are served from a folder: set AGENT_DOCUMENTS to one")
+    return folder
+
+
+def _checked_name(name: str) -> str:
+    name = Path(name).name
+    if not _SAFE_NAME.match(name):
+        raise BadRequest(
+            f"bad document name {name!r}: use letters, digits, '.', '-' and '_' (up to 128)"
+        )
+    if not name.lower().endswith(DOCUMENT_SUFFIXES):
+        raise BadRequest(f"{name}: documents must be one of {', '.join(DOCUMENT_SUFFIXES)}")
+    return name
+
+
+def _write_atomically(path: Path, data: bytes) -> Path:
+    # Written aside and renamed: a reader (the indexer) never sees half a file.
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _info(path: Path) -> DocumentInfo:
+    stat = path.stat()
+    return DocumentInfo(id=path.name, bytes=stat.st_size, modified=stat.st_mtime)
+
+
+def _reindex(engine: Engine) -> None:
+    retrieve = engine.tools.get("Retrieve")
+    refresh = getattr(retrieve, "refresh", None)
+    if callable(refresh):
+        refresh()

@@ -1,25 +1,30 @@
 """The FastAPI app factory: the engine is built once in the lifespan, never at import time.
 
 The model loads in a background thread after the server starts listening, so `/healthz`
-answers at once and `/readyz` says when the model is ready (the full API is its own issue).
+answers at once and `/readyz` says when the model is ready. Routes live in `api.py` (native)
+and `openai_api.py`; limits, logs and metrics in `admission.py`, `middleware.py`, `metrics.py`;
+conversations in `store.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from agent_server import api, openai_api
-from agent_server.deps import EngineDep, NotReady
+from agent_server import api, middleware, openai_api
+from agent_server.admission import Admission, Overloaded, RequestTimeout
+from agent_server.deps import EngineDep, MetricsDep, NotReady
 from agent_server.engine import Engine
-from agent_server.errors import BadRequest
+from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
+from agent_server.metrics import CONTENT_TYPE, Metrics
 from agent_server.runtime import build_engine
 from agent_server.schemas import ErrorBody
 from agent_server.settings import Settings
+from agent_server.store import ConversationStore
 
 
 def create_app(
@@ -28,8 +33,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
+        # Conversations live in one SQLite file; opening it (and migrating) is quick but blocks.
+        app.state.store = await asyncio.to_thread(
+            ConversationStore, settings.data_dir / "conversations.db"
+        )
         app.state.engine = None
         app.state.load_error = None
+        app.state.admission = Admission(settings.max_active_answers, settings.max_queued_answers)
+        # The model counts as loaded by the very test /readyz makes (`deps.get_engine`).
+        app.state.metrics = Metrics(app.state.admission, lambda: app.state.engine)
 
         async def load() -> None:
             try:
@@ -42,17 +54,28 @@ def create_app(
         await loading
         if app.state.engine is not None:
             app.state.engine.close()
+        app.state.store.close()
 
     app = FastAPI(title="agent-server", version="0.1.0", lifespan=lifespan)
+    middleware.install(app, settings)
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
-        return JSONResponse(ErrorBody(error=str(exc)).model_dump(), status_code=400)
+    for error, status in ((BadRequest, 400), (NotFound, 404), (Conflict, 409)):
+        app.add_exception_handler(error, _plain_error(status))
 
     @app.exception_handler(NotReady)
     async def not_ready(_: Request, exc: NotReady) -> JSONResponse:
         body = ErrorBody(error=str(exc)).model_dump()
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        body = ErrorBody(error=str(exc)).model_dump()
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return JSONResponse(body, status_code=429, headers=headers)
+
+    @app.exception_handler(RequestTimeout)
+    async def timed_out(_: Request, exc: RequestTimeout) -> JSONResponse:
+        return JSONResponse(ErrorBody(error=str(exc)).model_dump(), status_code=504)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -62,6 +85,18 @@ def create_app(
     async def readyz(engine: EngineDep) -> dict[str, str]:
         return {"status": "ready", "model": engine.backend.name}
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(metrics: MetricsDep) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
     app.include_router(api.router)
     app.include_router(openai_api.router)
     return app
+
+
+def _plain_error(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AgentError)
+        return JSONResponse(ErrorBody(error=str(exc)).model_dump(), status_code=status)
+
+    return handler

@@ -35,6 +35,10 @@ class Sampling:
     stop: tuple[str, ...] = ()
 
 
+# Below this, sampling is greedy in all but floating-point trouble (logits / 1e-300 overflow).
+MIN_TEMPERATURE = 1e-3
+
+
 class TokenChooser:
     """Picks one token from logits given where the scanner is in the call grammar."""
 
@@ -91,7 +95,7 @@ class TokenChooser:
         return int(hits[np.argmax(logits[hits])])
 
     def _sample(self, logits: Logits) -> int:
-        if self._sampling.temperature <= 0:
+        if self._sampling.temperature < MIN_TEMPERATURE:
             return int(np.argmax(logits))
         scaled = logits / self._sampling.temperature
         probs = np.exp(scaled - np.max(scaled))

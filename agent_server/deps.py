@@ -10,9 +10,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from agent_server.admission import Admission
 from agent_server.engine import Engine
 from agent_server.errors import AgentError
+from agent_server.metrics import Metrics
 from agent_server.settings import Settings
+from agent_server.store import ConversationStore
 
 
 class NotReady(AgentError):
@@ -32,5 +35,23 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_admission(request: Request) -> Admission:
+    admission: Admission = request.app.state.admission
+    return admission
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_store(request: Request) -> ConversationStore:
+    store: ConversationStore = request.app.state.store
+    return store
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+StoreDep = Annotated[ConversationStore, Depends(get_store)]

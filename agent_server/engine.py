@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -78,9 +78,12 @@ class Engine:
         sampling: Sampling | None = None,
         tools: list[str] | None = None,
         max_calls: int | None = None,
+        history: Sequence[tuple[str, str]] = (),
     ) -> FinalEvent:
         """Answer `question` and return only the final event."""
-        events = self.stream(question, sampling=sampling, tools=tools, max_calls=max_calls)
+        events = self.stream(
+            question, sampling=sampling, tools=tools, max_calls=max_calls, history=history
+        )
         async for event in events:
             if isinstance(event, FinalEvent):
                 return event
@@ -93,12 +96,17 @@ class Engine:
         sampling: Sampling | None = None,
         tools: list[str] | None = None,
         max_calls: int | None = None,
-    ) -> AsyncIterator[Event]:
-        """Answer `question`, yielding events as they happen; the last one is a `FinalEvent`."""
+        history: Sequence[tuple[str, str]] = (),
+    ) -> AsyncGenerator[Event, None]:
+        """Answer `question`, yielding events as they happen; the last one is a `FinalEvent`.
+
+        `history` holds the conversation's earlier (question, answer) turns, oldest first; the
+        prompt keeps the last few of them (`Prompt.fit_history`).
+        """
         sampling = sampling or Sampling()
-        chosen = self._select_tools(tools)
+        chosen = self.select_tools(tools)
         started = time.perf_counter()
-        rendered = self.prompt.render(self.backend, question, list(chosen.values()))
+        rendered = self.prompt.render(self.backend, question, list(chosen.values()), history)
         stops = tuple(sampling.stop) + rendered.stop
         prompt_ids = self.backend.encode(rendered.text)
         session = self.backend.new_session()
@@ -173,7 +181,8 @@ class Engine:
             stop_reason=stop_reason,
         )
 
-    def _select_tools(self, names: list[str] | None) -> dict[str, Tool]:
+    def select_tools(self, names: list[str] | None) -> dict[str, Tool]:
+        """The tools an answer may use; `BadRequest` naming any that are not registered."""
         if names is None:
             return self.tools
         unknown = sorted(set(names) - set(self.tools))

@@ -3,7 +3,9 @@
     AgentError
       ├── ModelNotAvailable   the configured model cannot be found, verified or loaded
       ├── ConfigError         the settings ask for something that cannot be built
-      └── BadRequest          a request names something that does not exist (a tool, a mode)
+      ├── BadRequest          a request is well-formed but cannot be served as asked (400)
+      ├── NotFound            the named resource does not exist (404)
+      └── Conflict            the service's configuration does not allow the request (409)
 
 Errors from third-party libraries are wrapped at the boundary with `raise … from exc`.
 """
@@ -25,3 +27,11 @@ class ConfigError(AgentError):
 
 class BadRequest(AgentError):
     """The request is well-formed but asks for something that does not exist."""
+
+
+class NotFound(AgentError):
+    """The named resource (a conversation, a document) does not exist."""
+
+
+class Conflict(AgentError):
+    """The service's configuration does not allow the request (uploads without a folder)."""

@@ -5,6 +5,13 @@ registers; `examples/<ToolName>.txt` holds that tool's worked examples, with rea
 Two styles: "chat" puts instructions and examples in the system turn of the model's chat
 template; "plain" is one completion text ending in `Answer:`, for models whose chat template
 hurts (SmolLM2). The README records which style the default model answers best with.
+
+Earlier turns of a conversation go before the new question in the examples' own form,
+`Question: …` / `Answer: …`: answers only (calls and their results stripped), whitespace
+normalised. In the chat style they open the user message; in the plain style they follow the
+examples. Only the last `history_turns` turns (6) that fit in `history_chars` characters (3000,
+about 750 tokens) are kept, newest first, so a long conversation cannot crowd out the question;
+the newest turn is always kept, clipped if it alone is over the budget.
 """
 
 from __future__ import annotations
@@ -18,12 +25,17 @@ from typing import Literal
 import jinja2
 
 from agent_server.backends.base import Backend
+from agent_server.calls import strip_calls
 from tools.base import Tool
 
 PromptStyle = Literal["chat", "plain"]
 CHAT_STOPS = ("\nQuestion:", "\n\n")
 # A completion prompt's answers are one line each; without a newline stop a small model runs on.
 PLAIN_STOPS = ("\nQuestion:", "\n")
+# A small model's context is short and the examples already take most of it: about 750 tokens
+# of history keeps a follow-up's referents without crowding out the question.
+HISTORY_TURNS = 6
+HISTORY_CHARS = 3000
 
 
 @dataclass(frozen=True)
@@ -38,8 +50,12 @@ class Prompt:
         style: PromptStyle = "chat",
         template: str = "toolformer.j2",
         folder: Path | None = None,
+        history_turns: int = HISTORY_TURNS,
+        history_chars: int = HISTORY_CHARS,
     ) -> None:
         self.style = style
+        self.history_turns = history_turns
+        self.history_chars = history_chars
         self._folder = folder
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
         self._template = env.from_string(self._read(template))
@@ -64,11 +80,50 @@ class Prompt:
         ]
         return self._template.render(tools=listed, examples=self._examples(tools)).strip()
 
-    def render(self, backend: Backend, question: str, tools: Sequence[Tool]) -> Rendered:
+    def render(
+        self,
+        backend: Backend,
+        question: str,
+        tools: Sequence[Tool],
+        history: Sequence[tuple[str, str]] = (),
+    ) -> Rendered:
         system = self.instructions(tools)
-        question = " ".join(question.split())
+        asked = f"Question: {_normalise(question)}"
+        turns = self.fit_history(history)
+        earlier = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in turns)
         if self.style == "chat":
-            chat = backend.chat_prompt(system, f"Question: {question}")
+            chat = backend.chat_prompt(system, earlier + asked)
             if chat is not None:
                 return Rendered(chat + "Answer:", CHAT_STOPS)
-        return Rendered(f"{system}\n\nQuestion: {question}\nAnswer:", PLAIN_STOPS)
+        return Rendered(f"{system}\n\n{earlier}{asked}\nAnswer:", PLAIN_STOPS)
+
+    def fit_history(self, history: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The turns the prompt keeps: the newest that fit the caps, normalised, oldest first."""
+        if self.history_turns <= 0 or self.history_chars <= 0:
+            return []
+        kept: list[tuple[str, str]] = []
+        used = 0
+        for question, answer in reversed(history[-self.history_turns :]):
+            turn = _normalise(question), _normalise(strip_calls(answer))
+            if not turn[1]:
+                continue  # an empty answer would teach the model to answer with nothing
+            size = len(turn[0]) + len(turn[1])
+            if used + size > self.history_chars:
+                if not kept:  # the newest turn alone is over the budget: keep its start
+                    half = self.history_chars // 2
+                    q = _clip(turn[0], half)
+                    kept.append((q, _clip(turn[1], self.history_chars - len(q))))
+                break
+            kept.append(turn)
+            used += size
+        return kept[::-1]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)].rstrip() + "…"

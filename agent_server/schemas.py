@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_server.events import FinalEvent
+from agent_server.events import CallEvent, FinalEvent, ResultEvent
+from agent_server.store import Conversation, ConversationInfo, Turn
 
 
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=8_000)
+    # WebGPT-style browsing is its own issue; until it lands only "toolformer" validates.
+    mode: Literal["toolformer"] = "toolformer"
+    conversation_id: str | None = Field(
+        None, description="continue this conversation (its earlier turns are the context)"
+    )
+    stream: bool = Field(False, description="Server-Sent Events: token, call, result, final")
     tools: list[str] | None = Field(None, description="tools to allow; default: all registered")
     max_calls: int | None = Field(None, ge=0, le=20)
     max_new_tokens: int | None = Field(None, ge=1, le=4_096)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: list[str] = Field(default_factory=list, max_length=8, description="stop strings")
 
 
@@ -27,37 +37,132 @@ class TraceItem(BaseModel):
     error: str | None
     duration_s: float
 
+    @classmethod
+    def from_event(cls, event: ResultEvent) -> TraceItem:
+        return cls(
+            tool=event.tool,
+            argument=event.argument,
+            result=event.result,
+            error=event.error,
+            duration_s=round(event.duration_s, 4),
+        )
+
+
+class CallItem(BaseModel):
+    index: int
+    tool: str
+    argument: str
+
+    @classmethod
+    def from_event(cls, event: CallEvent) -> CallItem:
+        return cls(index=event.index, tool=event.tool, argument=event.argument)
+
 
 class AskResponse(BaseModel):
     answer: str
     text: str
     model: str
     trace: list[TraceItem]
+    # WebGPT mode's quotes and numbered references; empty in toolformer mode.
+    quotes: list[str] = Field(default_factory=list)
+    references: list[str] = Field(default_factory=list)
     usage: dict[str, int]
     timings: dict[str, float]
     stop_reason: str
+    conversation_id: str | None = None
 
     @classmethod
-    def from_final(cls, final: FinalEvent, model: str) -> AskResponse:
+    def from_final(
+        cls, final: FinalEvent, model: str, conversation_id: str | None = None
+    ) -> AskResponse:
         return cls(
             answer=final.answer,
             text=final.text,
             model=model,
-            trace=[
-                TraceItem(
-                    tool=r.tool,
-                    argument=r.argument,
-                    result=r.result,
-                    error=r.error,
-                    duration_s=round(r.duration_s, 4),
-                )
-                for r in final.trace
-            ],
+            trace=[TraceItem.from_event(r) for r in final.trace],
             usage=vars(final.usage),
             timings={k: round(v, 4) for k, v in vars(final.timings).items()},
             stop_reason=final.stop_reason,
+            conversation_id=conversation_id,
         )
+
+
+class ToolInfo(BaseModel):
+    name: str
+    description: str
+    example: str
+
+
+class DocumentInfo(BaseModel):
+    id: str
+    bytes: int
+    modified: float
 
 
 class ErrorBody(BaseModel):
     error: str
+
+
+class ConversationSummary(BaseModel):
+    id: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    turns: int
+
+    @classmethod
+    def from_info(cls, info: ConversationInfo) -> ConversationSummary:
+        return cls(
+            id=info.id,
+            title=info.title,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+            turns=info.turns,
+        )
+
+
+class TurnOut(BaseModel):
+    position: int
+    question: str
+    answer: str
+    text: str
+    trace: list[dict[str, Any]]
+    mode: str
+    model: str
+    usage: dict[str, Any]
+    timings: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_turn(cls, turn: Turn) -> TurnOut:
+        return cls(
+            position=turn.position,
+            question=turn.question,
+            answer=turn.answer,
+            text=turn.text,
+            trace=[dict(t) for t in turn.trace],
+            mode=turn.mode,
+            model=turn.model,
+            usage=dict(turn.usage),
+            timings=dict(turn.timings),
+            created_at=turn.created_at,
+        )
+
+
+class ConversationDetail(BaseModel):
+    id: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    turns: list[TurnOut]
+
+    @classmethod
+    def from_conversation(cls, conversation: Conversation) -> ConversationDetail:
+        info = conversation.info
+        return cls(
+            id=info.id,
+            title=info.title,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+            turns=[TurnOut.from_turn(t) for t in conversation.turns],
+        )

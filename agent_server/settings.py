@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_server.models import DEFAULT_MODEL
@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     threads: int = Field(default=0, ge=0, description="torch threads; 0 leaves torch's default")
     # Converted model folders and assembled GGUFs; safe to delete, rebuilt on next start.
     cache_dir: Path = Path.home() / ".cache" / "agent-server"
+    # What must survive: the conversations database. Not a cache: never deleted by us.
+    data_dir: Path = Path.home() / ".local" / "share" / "agent-server"
     prompt_style: Literal["auto", "chat", "plain"] = "auto"
 
     # None: every tool that can work with the settings below (Retrieve once `documents` is set).
@@ -46,6 +48,25 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
+    # Answers in progress interleave their steps on the one model thread: more at once adds no
+    # throughput and slows each one down; two let a short answer pass a long one.
+    max_active_answers: int = Field(default=2, ge=1, le=64)
+    # Callers beyond this get 429 at once: eight queued at ~5 s an answer, two at a time, wait
+    # about 20 s, well inside request_timeout_s; a longer queue would mostly time out.
+    max_queued_answers: int = Field(default=8, ge=0, le=1024)
+    # Per request, time in the queue included; then 504. The longest answer (256 new tokens at
+    # ~70 ms a step, the prefill and its calls) takes about half a minute on 2 CPU cores.
+    request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    # Questions are at most 8,000 characters; 1 MiB leaves room for long message lists while
+    # bounding what one request can make the server hold.
+    max_body_bytes: int = Field(default=1 << 20, ge=1)
+    # Empty: the API is open (as on loopback). Else every route but /healthz and /readyz,
+    # /metrics included, needs `Authorization: Bearer <key>`. AGENT_API_KEYS='["k1","k2"]'.
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    # Origins allowed to call the API from a browser; empty: no CORS headers at all.
+    # AGENT_CORS_ORIGINS='["https://example.org"]'.
+    cors_origins: list[str] = Field(default_factory=list)
+
     @field_validator("tools")
     @classmethod
     def _known_tools(cls, names: list[str] | None) -> list[str] | None:
@@ -53,6 +74,15 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown tools {unknown}; known: {list(TOOL_NAMES)}")
         return names
+
+    @field_validator("api_keys")
+    @classmethod
+    def _non_empty_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # A header value can't carry an empty key or keep a space in one, so neither could match.
+        for key in (k.get_secret_value() for k in keys):
+            if not key or any(c.isspace() for c in key):
+                raise ValueError("an API key must be non-empty and contain no whitespace")
+        return keys
 
     @model_validator(mode="after")
     def _local_search_has_corpus(self) -> Settings:

@@ -17,6 +17,12 @@ from agent_server.settings import Settings
 from tools.base import Tool
 
 
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test's settings keep conversations in a fresh folder, never in the user's home."""
+    monkeypatch.setenv("AGENT_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 @pytest.fixture
 def make_engine() -> Iterator[Callable[..., tuple[Engine, ScriptedBackend]]]:
     engines: list[Engine] = []

@@ -336,3 +336,10 @@ def test_scripted_vocab_grows_with_encode() -> None:
 
 def test_openers_after_any_white_space() -> None:
     assert make_vocab(["", "[", "\n[", "\t[", " ["]).call_openers().tolist() == [1, 2, 3, 4]
+
+
+def test_a_vanishing_temperature_is_greedy_not_a_numeric_error() -> None:
+    logits = np.array([0.0, 2.0, -np.inf, 1.0], dtype=np.float32)
+    vocab = make_vocab(["a", "b", "c", "d"])
+    tiny = TokenChooser(vocab, Sampling(temperature=1e-300, seed=1), (), 0)
+    assert tiny.choose(logits, Phase.TEXT, "", 0) == 1

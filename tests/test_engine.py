@@ -175,3 +175,18 @@ def test_concurrent_answers_keep_their_own_sessions(make_engine):
     assert {first.answer, second.answer} == {"one a", "two b"}
     results = {f.answer: f.trace[0].result for f in (first, second)}
     assert results == {"one a": "21", "two b": "43"}
+
+
+def test_earlier_turns_come_before_the_new_question(make_engine):
+    engine, backend = make_engine("It is 6.")
+    final = run(engine, "And 3+3?", history=[("What is 2+2?", "It is 4.")])
+    assert final.answer == "It is 6."
+    prompt = backend.prompts[0]
+    earlier = prompt.index("Question: What is 2+2?\nAnswer: It is 4.\n\n")
+    assert earlier < prompt.index("Question: And 3+3?") == prompt.rindex("Question:")
+
+
+def test_streaming_takes_history_too(make_engine):
+    engine, backend = make_engine("ok")
+    collect(engine, "Next?", history=[("First?", "Yes.")])
+    assert "Question: First?\nAnswer: Yes.\n\nQuestion: Next?" in backend.prompts[0]

@@ -359,6 +359,14 @@ class Retrieve:
         """The index, loaded or built now (blocking); raises what building raised."""
         return self._index.result()
 
+    def refresh(self) -> None:
+        """The documents changed: reopen the index in the background (rebuilt if it differs).
+
+        Calls meanwhile wait for the new index, as on first use.
+        """
+        self._index = Background(self._open, f"Retrieve index of {self.documents}")
+        self._index.start()
+
     async def __call__(self, argument: str) -> str:
         query = _query(argument, self.max_query_chars)
         try:

@@ -1,0 +1,153 @@
+"""Load on the running service: N concurrent clients, each asking over streamed `/v1/ask`.
+
+Starts `agent-server serve` on a free loopback port with the default model (or uses --url),
+then for each concurrency level runs that many clients at once, each asking --rounds questions
+back to back, and prints per level: answers/s, generated tokens/s, p50/p99 latency, p50/p99
+time to first token, and the responses by status. Below the queue bound (active + queued
+answers) every request must succeed; above it the overflow must get 429, never a 5xx.
+
+    python benchmarks/load.py [--levels 1 2 4 16] [--rounds 2] [--url http://host:port]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+QUESTIONS = [
+    "What is 1234 * 5678?",
+    "What is 98765 + 43210 - 12345?",
+    "What is 7452 divided by 36?",
+    "What is (456 + 789) * 12?",
+]
+
+
+@dataclass
+class Level:
+    clients: int
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    first_tokens: list[float] = field(default_factory=list)
+    tokens: int = 0
+    statuses: collections.Counter[int] = field(default_factory=collections.Counter)
+
+
+async def one_answer(client: httpx.AsyncClient, question: str, level: Level) -> None:
+    started = time.perf_counter()
+    body = {"question": question, "stream": True, "max_new_tokens": 64}
+    async with client.stream("POST", "/v1/ask", json=body) as response:
+        if response.status_code != 200:
+            await response.aread()
+            level.statuses[response.status_code] += 1
+            return
+        first = None
+        async for line in response.aiter_lines():
+            if first is None and line.startswith("event: token"):
+                first = time.perf_counter() - started
+            if line.startswith("data: ") and '"usage"' in line:
+                level.tokens += json.loads(line[6:])["usage"]["completion_tokens"]
+    level.statuses[200] += 1
+    level.latencies.append(time.perf_counter() - started)
+    if first is not None:
+        level.first_tokens.append(first)
+
+
+async def run_level(url: str, clients: int, rounds: int) -> Level:
+    level = Level(clients)
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+
+        async def user(n: int) -> None:
+            for r in range(rounds):
+                await one_answer(client, QUESTIONS[(n + r) % len(QUESTIONS)], level)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user(n) for n in range(clients)))
+        level.seconds = time.perf_counter() - started
+    return level
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def row(level: Level) -> str:
+    ok = level.statuses[200]
+    statuses = ", ".join(f"{code}: {n}" for code, n in sorted(level.statuses.items()))
+    return (
+        f"| {level.clients} | {ok / level.seconds:.2f} | {level.tokens / level.seconds:.1f} "
+        f"| {statistics.median(level.latencies or [float('nan')]):.1f} "
+        f"| {percentile(level.latencies, 0.99):.1f} "
+        f"| {statistics.median(level.first_tokens or [float('nan')]):.1f} "
+        f"| {percentile(level.first_tokens, 0.99):.1f} | {statuses} |"
+    )
+
+
+@contextmanager
+def local_service() -> Iterator[str]:
+    """`agent-server serve` with the default model on a free port, with the calculator only."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "AGENT_TOOLS": '["Calculator"]'}
+    command = [sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the service did not become ready")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 16])
+    parser.add_argument("--rounds", type=int, default=2, help="questions per client")
+    parser.add_argument("--url", help="a running service (default: start one)")
+    args = parser.parse_args()
+
+    with local_service() if args.url is None else _given(args.url) as url:
+        asyncio.run(run_level(url, 1, 1))  # warm-up: the calculator's worker, first prefill
+        levels = [asyncio.run(run_level(url, n, args.rounds)) for n in args.levels]
+    print(
+        "| clients | answers/s | tokens/s | p50 s | p99 s | first token p50 s | p99 s | responses |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    for level in levels:
+        print(row(level))
+
+
+@contextmanager
+def _given(url: str) -> Iterator[str]:
+    yield url
+
+
+if __name__ == "__main__":
+    main()
