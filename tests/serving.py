@@ -12,22 +12,24 @@ import uvicorn
 from fastapi import FastAPI
 
 
-def serve(app: FastAPI) -> Iterator[httpx.Client]:
+def serve(app: FastAPI, log_level: str = "warning") -> Iterator[httpx.Client]:
     """A client for `app` served on loopback; the server stops when the generator is closed."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level=log_level))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        yield client
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:  # also when the generator is closed early
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def wait_ready(client: httpx.Client) -> httpx.Response:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-import uvicorn
 from doubles import EchoTool
+from serving import serve, wait_ready
 
 from agent_server.app import create_app
 from agent_server.backends.scripted import ScriptedBackend
@@ -20,29 +19,7 @@ from agent_server.settings import Settings
 
 
 def _serve(factory: Callable[[Settings], Engine]) -> Iterator[httpx.Client]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(Settings(), factory), port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        yield client
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def _wait_ready(client: httpx.Client) -> httpx.Response:
-    deadline = time.monotonic() + 10
-    while (response := client.get("/readyz")).status_code != 200:
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.02)
-    return response
+    return serve(create_app(Settings(), factory))
 
 
 @pytest.fixture
@@ -57,7 +34,7 @@ def client(backend: ScriptedBackend) -> Iterator[httpx.Client]:
 
 def test_ask_returns_answer_and_trace(client, backend):
     backend.queue(['It is [Echo("olleh")', " hello."])
-    assert _wait_ready(client).json() == {"status": "ready", "model": "scripted"}
+    assert wait_ready(client).json() == {"status": "ready", "model": "scripted"}
     response = client.post("/v1/ask", json={"question": "Say hello"})
     assert response.status_code == 200
     body = response.json()
@@ -74,7 +51,7 @@ def test_ask_returns_answer_and_trace(client, backend):
 
 
 def test_bad_bodies_get_4xx_json_naming_the_problem(client):
-    _wait_ready(client)
+    wait_ready(client)
     empty = client.post("/v1/ask", json={"question": ""})
     assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "question"]
     extra = client.post("/v1/ask", json={"question": "x", "colour": "red"})
@@ -100,7 +77,7 @@ def test_not_ready_is_503_with_retry_after(backend):
         assert response.headers["retry-after"] == "5"
         assert response.json() == {"error": "the model is still loading"}
         gate.set()
-        _wait_ready(client)
+        wait_ready(client)
 
 
 def test_failed_model_load_is_reported_by_readyz():
@@ -117,7 +94,7 @@ def test_failed_model_load_is_reported_by_readyz():
 
 def test_stop_strings_and_sampling_options_reach_the_engine(client, backend):
     backend.queue("First part. STOP second part")
-    _wait_ready(client)
+    wait_ready(client)
     body = {"question": "q", "stop": ["STOP"], "temperature": 0.7, "seed": 3}
     response = client.post("/v1/ask", json=body)
     assert response.json()["answer"] == "First part."

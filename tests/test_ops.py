@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+import serving
 from doubles import EchoTool
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
@@ -272,27 +271,15 @@ def serve() -> Iterator[Callable[..., Served]]:
 
         app = create_app(Settings(**settings), factory or echo_engine)
         _mount_test_routes(app, gate)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="critical"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=url, timeout=10)
+        running = serving.serve(app, log_level="critical")
+        client = next(running)
 
         def stop() -> None:
             gate.set()
-            client.close()
-            server.should_exit = True
-            thread.join(timeout=10)
+            running.close()
 
         stops.append(stop)
-        return Served(client=client, backend=backend, gate=gate, url=url)
+        return Served(client=client, backend=backend, gate=gate, url=str(client.base_url))
 
     yield start
     for stop in stops:
