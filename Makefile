@@ -39,3 +39,4 @@ test: model lint
 bench: model
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/tools.py
+	$(BIN)/python benchmarks/load.py
