@@ -29,7 +29,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from agent_server.decoding import Sampling
 from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, SettingsDep, StoreDep
-from agent_server.engine import Engine
+from agent_server.engine import Engine, final_event
 from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
 from agent_server.events import CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
 from agent_server.schemas import (
@@ -113,7 +113,7 @@ async def ask(
 
     async def answer() -> AskResponse:
         async with answering() as events:
-            return await remember(await _final(events))
+            return await remember(await final_event(events))
 
     response = await _unless_disconnected(request, answer())
     return Response(status_code=CLIENT_GONE) if response is None else _json(response)
@@ -199,13 +199,6 @@ def _sampling(body: AskRequest, settings: Settings) -> Sampling:
         stop=tuple(s for s in body.stop if s),
         max_new_tokens=body.max_new_tokens or settings.max_new_tokens,
     )
-
-
-async def _final(events: AsyncIterator[Event]) -> FinalEvent:
-    async for event in events:
-        if isinstance(event, FinalEvent):
-            return event
-    raise RuntimeError("the engine ended without a final event")  # pragma: no cover
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:

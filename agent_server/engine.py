@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -84,10 +84,7 @@ class Engine:
         events = self.stream(
             question, sampling=sampling, tools=tools, max_calls=max_calls, history=history
         )
-        async for event in events:
-            if isinstance(event, FinalEvent):
-                return event
-        raise RuntimeError("the engine ended without a final event")  # pragma: no cover
+        return await final_event(events)
 
     async def stream(
         self,
@@ -205,6 +202,14 @@ class Engine:
         return ResultEvent(
             index, call.name, call.argument, outcome.result, outcome.error, outcome.duration_s
         )
+
+
+async def final_event(events: AsyncIterator[Event]) -> FinalEvent:
+    """The `FinalEvent` of an answer's events, consuming the rest."""
+    async for event in events:
+        if isinstance(event, FinalEvent):
+            return event
+    raise RuntimeError("the engine ended without a final event")  # pragma: no cover
 
 
 class _Answer:

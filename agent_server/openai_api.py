@@ -35,10 +35,10 @@ from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
 from agent_server.admission import Overloaded, RequestTimeout
-from agent_server.calls import CallScanner, Phase, strip_calls
+from agent_server.answer_stream import AnswerStream
 from agent_server.decoding import Sampling
 from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, NotReady, SettingsDep
-from agent_server.engine import Engine
+from agent_server.engine import Engine, final_event
 from agent_server.errors import BadRequest
 from agent_server.events import CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
 from agent_server.openai_schemas import (
@@ -153,7 +153,7 @@ async def chat_completions(
     if not body.stream:
         try:
             async with admission.limit(timeout_s), admission.slot():
-                final = await _final(events)
+                final = await final_event(events)
         finally:
             await events.aclose()
         metrics.observe_final(final)
@@ -271,77 +271,6 @@ async def _next_before(
         ) from exc
 
 
-class AnswerStream:
-    """The reader's answer as text streams in: `strip_calls` of the text so far, sent as soon
-    as no later text can change it.
-
-    Text is held back from a `[` that may open a call until the call is over or turns out to be
-    text, and white space at the end until something follows it (the call that follows may
-    take it). Between calls text passes straight through; the text is re-read with
-    `strip_calls` only at a call, so a long answer costs linear time, not quadratic.
-    """
-
-    def __init__(self) -> None:
-        self._scanner = CallScanner()
-        self._chars: list[str] = []
-        self._safe = 0  # the text before this cannot change how it reads
-        self._segments = 0  # scanner segments looked at
-        self._last_call_end = 0
-        self._settled = True  # the text after the last call has begun, so its spacing is known
-        self._sent = ""
-        self._held = ""  # white space at the end of the answer so far, sent once text follows
-
-    def add(self, text: str) -> str:
-        """Feed text as generated; return the answer text that is now certain."""
-        before = self._safe
-        for char in text:
-            self._scanner.feed(char)
-            self._chars.append(char)
-            if self._scanner.phase is Phase.TEXT:
-                self._safe = len(self._chars)
-        segments = self._scanner.segments[self._segments :]
-        self._segments += len(segments)
-        calls = [s for s in segments if not isinstance(s, str)]  # calls and malformed calls
-        if calls:
-            self._last_call_end, self._settled = calls[-1].end, False
-        if self._settled:
-            return self._pass("".join(self._chars[before : self._safe]))
-        if self._safe == before and not calls:
-            return ""  # nothing new to read (a call is being written)
-        return self._reread()
-
-    def finish(self, answer: str) -> str:
-        """The rest of the final answer (the engine's `FinalEvent.answer`)."""
-        if not answer.startswith(self._sent):  # pragma: no cover - strip_calls reads prefixes alike
-            log.warning("streamed content %r is not a prefix of the answer", self._sent)
-            return ""
-        rest, self._sent = answer[len(self._sent) :], answer
-        return rest
-
-    def _pass(self, text: str) -> str:
-        out = self._held + text
-        if not self._sent:
-            out = out.lstrip()
-        body = out.rstrip()
-        self._held = out[len(body) :]
-        self._sent += body
-        return body
-
-    def _reread(self) -> str:
-        safe = "".join(self._chars[: self._safe])
-        answer = strip_calls(safe)
-        if not answer.startswith(self._sent):  # pragma: no cover - as in `finish`
-            return ""
-        delta, self._sent = answer[len(self._sent) :], answer
-        if safe[self._last_call_end :].lstrip(" "):
-            # The text after the call has begun; from here on it is appended as it comes. What
-            # `strip_calls` keeps of its trailing white space shows behind a sentinel letter.
-            self._settled = True
-            tail = strip_calls(safe + "x")[len(answer) : -1]
-            self._held = tail if not tail.strip() else ""
-        return delta
-
-
 # -- pieces ---------------------------------------------------------------------------------
 
 
@@ -356,13 +285,6 @@ def _served(requested: str | None, engine: Engine) -> str:
             status=404,
         )
     return name
-
-
-async def _final(events: AsyncIterator[Event]) -> FinalEvent:
-    async for event in events:
-        if isinstance(event, FinalEvent):
-            return event
-    raise RuntimeError("the engine ended without a final event")  # pragma: no cover
 
 
 def _param(loc: Any) -> str | None:

@@ -19,12 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from serving import serve, wait_ready
 
+from agent_server.answer_stream import AnswerStream
 from agent_server.app import create_app
 from agent_server.backends.base import Logits
 from agent_server.backends.scripted import ScriptedBackend, ScriptedSession
 from agent_server.calls import strip_calls
 from agent_server.engine import Engine
-from agent_server.openai_api import AnswerStream
 from agent_server.prompts import Prompt
 from agent_server.settings import Settings
 
