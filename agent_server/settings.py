@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "agent-server"
     # What must survive: the conversations database. Not a cache: never deleted by us.
     data_dir: Path = Path.home() / ".local" / "share" / "agent-server"
+    # Search's and Retrieve's indexes (rebuilt when missing or stale); default cache_dir/index.
+    index_dir: Path | None = None
     prompt_style: Literal["auto", "chat", "plain"] = "auto"
 
     # None: every tool that can work with the settings below (Retrieve once `documents` is set).
@@ -102,5 +104,5 @@ class Settings(BaseSettings):
             search_safesearch=self.search_safesearch,
             search_results=self.search_results,
             documents=self.documents,
-            index_dir=self.cache_dir / "index",
+            index_dir=self.index_dir or self.cache_dir / "index",
         )

