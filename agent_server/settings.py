@@ -59,9 +59,9 @@ class Settings(BaseSettings):
     # Per request, time in the queue included; then 504. The longest answer (256 new tokens at
     # ~70 ms a step, the prefill and its calls) takes about half a minute on 2 CPU cores.
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
-    # Questions are at most 8,000 characters; 1 MiB leaves room for long message lists while
-    # bounding what one request can make the server hold.
-    max_body_bytes: int = Field(default=1 << 20, ge=1)
+    # Questions are at most 8,000 characters, but a document upload (a PDF) is often a few MB;
+    # 16 MiB fits those while bounding what one request can make the server hold.
+    max_body_bytes: int = Field(default=16 << 20, ge=1)
     # Empty: the API is open (as on loopback). Else every route but /healthz and /readyz,
     # /metrics included, needs `Authorization: Bearer <key>`. AGENT_API_KEYS='["k1","k2"]'.
     api_keys: list[SecretStr] = Field(default_factory=list)
