@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from agent_server.backends.base import Backend
+from agent_server.backends.base import Backend, Session
 from agent_server.calls import Call, CallScanner, Malformed, Phase, splice_text, strip_calls
 from agent_server.decoding import Detokenizer, Sampling, TokenChooser
 from agent_server.errors import BadRequest
@@ -60,6 +61,7 @@ class Engine:
         self.tools = dict(tools)
         self.prompt = prompt
         self.config = config or EngineConfig()
+        self.prefixes = PrefixCache(backend)
         # One thread owns the model: steps from concurrent answers queue here, never on the loop.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="model")
 
@@ -106,7 +108,8 @@ class Engine:
         rendered = self.prompt.render(self.backend, question, list(chosen.values()), history)
         stops = tuple(sampling.stop) + rendered.stop
         prompt_ids = self.backend.encode(rendered.text)
-        session = self.backend.new_session()
+        shared = self.prefixes.usable(rendered.prefix, prompt_ids)
+        session = await self._in_worker(lambda: self.prefixes.open(shared))
         chooser = TokenChooser(self.backend.vocab, sampling, tuple(chosen), self.config.call_top_k)
         answer = _Answer(self.config.max_calls if max_calls is None else max_calls)
         scanner = CallScanner()
@@ -118,7 +121,7 @@ class Engine:
             made = len(answer.trace)
             return chooser.choose(logits, phase, name, answer.calls_left, after_result, made)
 
-        token = await self._in_worker(lambda: step(prompt_ids))
+        token = await self._in_worker(lambda: step(prompt_ids[len(shared) :]))
         prefill_s = time.perf_counter() - started
         tools_s = 0.0
         stop_reason = "length"
@@ -202,6 +205,50 @@ class Engine:
         return ResultEvent(
             index, call.name, call.argument, outcome.result, outcome.error, outcome.duration_s
         )
+
+
+class PrefixCache:
+    """Sessions that have read a prompt's shared start (instructions, tools, examples), forked
+    for each answer, so only the question and history are encoded per request.
+
+    Used when the backend can fork sessions (`prefix_caching`); the few most recent prefixes are
+    kept (one per tool set in use). Runs on the model thread, like every forward pass.
+    """
+
+    def __init__(self, backend: Backend, size: int = 4) -> None:
+        self._backend = backend
+        self._enabled = bool(getattr(backend, "prefix_caching", False))
+        self._size = size
+        self._sessions: OrderedDict[tuple[int, ...], Session] = OrderedDict()
+        self.hits = 0  # answers that started from a cached prefix
+
+    def usable(self, prefix: str, prompt_ids: list[int]) -> list[int]:
+        """The prompt's first tokens that are `prefix`'s own, or [] if they can't be shared."""
+        if not (self._enabled and prefix):
+            return []
+        prefix_ids = self._backend.encode(prefix)
+        # Tokens can merge across the boundary; then the prefix is not a prefix of the tokens.
+        if prompt_ids[: len(prefix_ids)] != prefix_ids or len(prefix_ids) >= len(prompt_ids):
+            return []
+        return prefix_ids
+
+    def open(self, prefix_ids: list[int]) -> Session:
+        """A new session that has read `prefix_ids` (computed once, then copied)."""
+        if not prefix_ids:
+            return self._backend.new_session()
+        key = tuple(prefix_ids)
+        base = self._sessions.get(key)
+        if base is None:
+            base = self._backend.new_session()
+            base.feed(prefix_ids)
+            self._sessions[key] = base
+            while len(self._sessions) > self._size:
+                self._sessions.popitem(last=False)
+        else:
+            self.hits += 1
+        self._sessions.move_to_end(key)
+        fork: Callable[[], Session] = getattr(base, "fork")  # noqa: B009 (optional method)
+        return fork()
 
 
 async def final_event(events: AsyncIterator[Event]) -> FinalEvent:

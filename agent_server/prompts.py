@@ -42,6 +42,9 @@ HISTORY_CHARS = 3000
 class Rendered:
     text: str
     stop: tuple[str, ...]
+    # The start of `text` that does not depend on the question or the history: the same for
+    # every answer with these tools, so its KV cache can be computed once (engine.PrefixCache).
+    prefix: str = ""
 
 
 class Prompt:
@@ -92,10 +95,12 @@ class Prompt:
         turns = self.fit_history(history)
         earlier = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in turns)
         if self.style == "chat":
-            chat = backend.chat_prompt(system, earlier + asked)
+            user = earlier + asked
+            chat = backend.chat_prompt(system, user)
             if chat is not None:
-                return Rendered(chat + "Answer:", CHAT_STOPS)
-        return Rendered(f"{system}\n\n{earlier}{asked}\nAnswer:", PLAIN_STOPS)
+                at = chat.rfind(user)  # a template that rewrites the message gets no prefix
+                return Rendered(chat + "Answer:", CHAT_STOPS, chat[:at] if at > 0 else "")
+        return Rendered(f"{system}\n\n{earlier}{asked}\nAnswer:", PLAIN_STOPS, f"{system}\n\n")
 
     def fit_history(self, history: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The turns the prompt keeps: the newest that fit the caps, normalised, oldest first."""

@@ -50,7 +50,10 @@ def test_arithmetic_is_answered_through_calculator_calls(real_engine):
             await real_engine.run(q, sampling=Sampling(max_new_tokens=80)) for q, _ in ARITHMETIC
         ]
 
+    hits_before = real_engine.prefixes.hits
     finals = asyncio.run(answer_all())
+    # The shared start of the prompt (instructions and examples) was read once and reused.
+    assert real_engine.prefixes.hits - hits_before >= len(ARITHMETIC) - 1
     report, correct = [], 0
     for (question, expected), final in zip(ARITHMETIC, finals, strict=True):
         via_call = any(

@@ -9,6 +9,7 @@ prompt token. This is the only module that imports torch.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -28,6 +29,9 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 class TransformersBackend:
+    # Sessions can be forked (their KV cache copied), so a prompt's shared start is read once.
+    prefix_caching = True
+
     def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -93,6 +97,13 @@ class TransformersSession:
     @property
     def length(self) -> int:
         return self._length
+
+    def fork(self) -> TransformersSession:
+        """A session that has read the same tokens, with a copy of this one's KV cache."""
+        twin = TransformersSession(self._model)
+        twin._cache = copy.deepcopy(self._cache)
+        twin._length = self._length
+        return twin
 
     def feed(self, token_ids: Sequence[int]) -> Logits:
         ids = torch.tensor([list(token_ids)], dtype=torch.long)
