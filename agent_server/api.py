@@ -1,6 +1,9 @@
 """The native API's routes: ask (JSON or Server-Sent Events), tools, documents.
 
-`POST /v1/ask` with `stream: true` answers with Server-Sent Events, one per engine event:
+`POST /v1/ask` answers in one of two modes: `toolformer` (the engine's inline tool calls) or
+`webgpt` (browse, quote, answer citing the quotes; `webgpt.py`). With `stream: true` it answers
+with Server-Sent Events, one per event (in WebGPT mode, each browser command is a call and its
+observation a result):
 
     event: token    {"text": ...}                     text as the model writes it, calls included
     event: call     {"index", "tool", "argument"}      a call closed; its tool runs now
@@ -28,7 +31,14 @@ from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
 from agent_server.decoding import Sampling
-from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, SettingsDep, StoreDep
+from agent_server.deps import (
+    AdmissionDep,
+    EngineDep,
+    MetricsDep,
+    SettingsDep,
+    StoreDep,
+    WebGPTDep,
+)
 from agent_server.engine import Engine, final_event
 from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
 from agent_server.events import CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
@@ -69,27 +79,35 @@ async def ask(
     body: AskRequest,
     request: Request,
     engine: EngineDep,
+    webgpt: WebGPTDep,
     settings: SettingsDep,
     store: StoreDep,
     admission: AdmissionDep,
     metrics: MetricsDep,
 ) -> Response:
+    _check_mode(body)
     engine.select_tools(body.tools)  # an unknown tool is a 400 before any work starts
     history: list[tuple[str, str]] = []
     if body.conversation_id is not None:
         history = await store.history(body.conversation_id, engine.prompt.history_turns)
 
+    def start() -> AsyncGenerator[Event, None]:
+        sampling = _sampling(body, settings)
+        if body.mode == "webgpt":  # a question browsed on its own: the sources are the context
+            return webgpt.stream(body.question, sampling=sampling)
+        return engine.stream(
+            body.question,
+            sampling=sampling,
+            tools=body.tools,
+            max_calls=body.max_calls,
+            history=history,
+        )
+
     @asynccontextmanager
     async def answering() -> AsyncIterator[AsyncGenerator[Event, None]]:
-        """A queue slot, the time limit, and the engine's events, closed on every exit."""
+        """A queue slot, the time limit, and the answer's events, closed on every exit."""
         async with admission.limit(settings.request_timeout_s), admission.slot():
-            events = engine.stream(
-                body.question,
-                sampling=_sampling(body, settings),
-                tools=body.tools,
-                max_calls=body.max_calls,
-                history=history,
-            )
+            events = start()
             try:
                 yield events
             finally:
@@ -189,6 +207,11 @@ async def delete_document(document_id: str, engine: EngineDep, settings: Setting
     path.unlink()
     _reindex(engine)
     return Response(status_code=204)
+
+
+def _check_mode(body: AskRequest) -> None:
+    if body.mode == "webgpt" and (body.tools is not None or body.max_calls is not None):
+        raise BadRequest("tools and max_calls apply to mode 'toolformer'; webgpt mode browses")
 
 
 def _sampling(body: AskRequest, settings: Settings) -> Sampling:

@@ -21,14 +21,17 @@ from agent_server.deps import EngineDep, MetricsDep, NotReady
 from agent_server.engine import Engine
 from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
 from agent_server.metrics import CONTENT_TYPE, Metrics
-from agent_server.runtime import build_engine
+from agent_server.runtime import build_engine, build_webgpt
 from agent_server.schemas import ErrorBody
 from agent_server.settings import Settings
 from agent_server.store import ConversationStore
+from agent_server.webgpt import WebGPT
 
 
 def create_app(
-    settings: Settings, engine_factory: Callable[[Settings], Engine] = build_engine
+    settings: Settings,
+    engine_factory: Callable[[Settings], Engine] = build_engine,
+    webgpt_factory: Callable[[Settings, Engine], WebGPT] = build_webgpt,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +48,13 @@ def create_app(
 
         async def load() -> None:
             try:
-                app.state.engine = await asyncio.to_thread(engine_factory, settings)
+                engine = await asyncio.to_thread(engine_factory, settings)
+                try:
+                    app.state.webgpt = webgpt_factory(settings, engine)
+                except Exception:
+                    engine.close()
+                    raise
+                app.state.engine = engine  # last: the engine's presence means "ready"
             except Exception as exc:  # reported by /readyz; the process stays up to say so
                 app.state.load_error = f"{type(exc).__name__}: {exc}"
 
@@ -53,6 +62,7 @@ def create_app(
         yield
         await loading
         if app.state.engine is not None:
+            await app.state.webgpt.aclose()
             app.state.engine.close()
         app.state.store.close()
 

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from agent_server.calls import quote, render
+from agent_server.citations import references
 from agent_server.decoding import Sampling
 from agent_server.errors import AgentError
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
-from agent_server.runtime import build_engine, build_tools
+from agent_server.runtime import build_engine, build_tools, build_webgpt
 from agent_server.settings import Settings
 from tools.base import invoke
 from tools.registry import close_registry, prepare_tools
@@ -29,6 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ask = commands.add_parser("ask", help="answer one question and print the answer")
     ask.add_argument("question")
+    ask.add_argument(
+        "--mode",
+        choices=["toolformer", "webgpt"],
+        default="toolformer",
+        help="webgpt: browse, quote and answer with numbered references",
+    )
     ask.add_argument("--trace", action="store_true", help="print every call and its result")
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
     ask.add_argument("--tools", nargs="*", help="tools to allow (default: all)")
@@ -78,8 +85,13 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
             stop=tuple(args.stop),
             max_new_tokens=args.max_new_tokens or settings.max_new_tokens,
         )
-        events = engine.stream(
-            args.question, sampling=sampling, tools=args.tools, max_calls=args.max_calls
+        webgpt = build_webgpt(settings, engine) if args.mode == "webgpt" else None
+        events = (
+            webgpt.stream(args.question, sampling=sampling)
+            if webgpt is not None
+            else engine.stream(
+                args.question, sampling=sampling, tools=args.tools, max_calls=args.max_calls
+            )
         )
         async for event in events:
             if args.trace and isinstance(event, CallEvent):
@@ -89,6 +101,8 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"  = {shown}  ({event.duration_s * 1000:.0f} ms)", file=sys.stderr)
             elif isinstance(event, FinalEvent):
                 _print_final(event, engine.backend.name, args)
+        if webgpt is not None:
+            await webgpt.aclose()
     finally:
         engine.close()
     return 0
@@ -101,6 +115,8 @@ def _print_final(final: FinalEvent, model: str, args: argparse.Namespace) -> Non
         print(AskResponse.from_final(final, model).model_dump_json(indent=2))
         return
     print(final.answer)
+    for reference in references(final.quotes):
+        print(f"{reference} {reference.url}")
     if args.trace:
         t, u = final.timings, final.usage
         print(

@@ -16,6 +16,7 @@ from agent_server.errors import AgentError
 from agent_server.metrics import Metrics
 from agent_server.settings import Settings
 from agent_server.store import ConversationStore
+from agent_server.webgpt import WebGPT
 
 
 class NotReady(AgentError):
@@ -28,6 +29,12 @@ def get_engine(request: Request) -> Engine:
         raise NotReady(state.load_error or "the model is still loading")
     ready: Engine = state.engine
     return ready
+
+
+def get_webgpt(request: Request) -> WebGPT:
+    get_engine(request)  # WebGPT mode is ready when its model is
+    webgpt: WebGPT = request.app.state.webgpt
+    return webgpt
 
 
 def get_settings(request: Request) -> Settings:
@@ -51,6 +58,7 @@ def get_store(request: Request) -> ConversationStore:
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
+WebGPTDep = Annotated[WebGPT, Depends(get_webgpt)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -32,7 +32,7 @@ from agent_server.events import (
     TokenEvent,
     Usage,
 )
-from agent_server.prompts import Prompt
+from agent_server.prompts import Prompt, Rendered
 from tools.base import Tool, invoke, shown
 from tools.registry import close_registry
 
@@ -106,12 +106,39 @@ class Engine:
         chosen = self.select_tools(tools)
         started = time.perf_counter()
         rendered = self.prompt.render(self.backend, question, list(chosen.values()), history)
+        limit = self.config.max_calls if max_calls is None else max_calls
+        async for event in self._generate(rendered, sampling, chosen, limit, started):
+            yield event
+
+    async def complete(
+        self, rendered: Rendered, sampling: Sampling | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """Continue `rendered` as plain text: no call is noticed or run, `[` is just a character.
+
+        For prompts of other tasks (WebGPT's browsing commands and cited answers); the events are
+        `TokenEvent`s and a `FinalEvent` whose `answer` is the text as written.
+        """
+        started = time.perf_counter()
+        async for event in self._generate(rendered, sampling or Sampling(), None, 0, started):
+            yield event
+
+    async def _generate(
+        self,
+        rendered: Rendered,
+        sampling: Sampling,
+        chosen: Mapping[str, Tool] | None,
+        max_calls: int,
+        started: float,
+    ) -> AsyncGenerator[Event, None]:
+        """The decoding loop; `chosen` None means no call grammar at all (`complete`)."""
+        scan_calls = chosen is not None
+        chosen = chosen or {}
         stops = tuple(sampling.stop) + rendered.stop
         prompt_ids = self.backend.encode(rendered.text)
         shared = self.prefixes.usable(rendered.prefix, prompt_ids)
         session = await self._in_worker(lambda: self.prefixes.open(shared))
         chooser = TokenChooser(self.backend.vocab, sampling, tuple(chosen), self.config.call_top_k)
-        answer = _Answer(self.config.max_calls if max_calls is None else max_calls)
+        answer = _Answer(max_calls)
         scanner = CallScanner()
         detok = Detokenizer(self.backend.decode)
 
@@ -131,7 +158,7 @@ class Engine:
                 break
             answer.generated += 1
             delta = detok.add(token)
-            consumed = scanner.feed(delta, pause_at_call=True)
+            consumed = scanner.feed(delta, pause_at_call=True) if scan_calls else len(delta)
             answer.text += delta[:consumed]
             if answer.cut_at_stop(stops):
                 stop_reason = "stop"
@@ -159,7 +186,7 @@ class Engine:
         for chunk in answer.flush((), final=True):
             yield TokenEvent(chunk)
         segments = CallScanner()
-        segments.feed(answer.text)
+        segments.feed(answer.text if scan_calls else "")
         for bad in (s for s in segments.finish() if isinstance(s, Malformed)):
             answer.trace.append(
                 ResultEvent(
@@ -173,7 +200,7 @@ class Engine:
             )
         total_s = time.perf_counter() - started
         yield FinalEvent(
-            answer=strip_calls(answer.text),
+            answer=strip_calls(answer.text) if scan_calls else answer.text.strip(),
             text=answer.text,
             trace=tuple(answer.trace),
             usage=Usage(len(prompt_ids), answer.generated, answer.spliced),

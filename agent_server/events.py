@@ -4,6 +4,10 @@
     CallEvent    a call closed and its tool is about to run
     ResultEvent  the tool's result or error, and how long it took
     FinalEvent   the answer without call syntax, the full trace, usage and timings
+                 (and in WebGPT mode the quotes it cites)
+
+In WebGPT mode each browser command is a CallEvent/ResultEvent pair (tool = the command's name,
+result = what the browser observed), so every consumer shows browsing as it shows tool calls.
 
 Consumers (the CLI, the HTTP API) render these; the engine does not know who listens.
 """
@@ -11,6 +15,8 @@ Consumers (the CLI, the HTTP API) render these; the engine does not know who lis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from agent_server.citations import Quote
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class FinalEvent:
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
     stop_reason: str = "eos"  # eos | stop | length
+    # WebGPT mode: the quotes the answer's `[n]` markers cite (number n is quotes[n - 1]).
+    quotes: tuple[Quote, ...] = ()
 
 
 Event = TokenEvent | CallEvent | ResultEvent | FinalEvent

@@ -60,13 +60,10 @@ class Prompt:
         self.history_turns = history_turns
         self.history_chars = history_chars
         self._folder = folder
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-        self._template = env.from_string(self._read(template))
+        self._template = load_template(template, folder)
 
     def _read(self, name: str) -> str:
-        if self._folder is not None:
-            return (self._folder / name).read_text(encoding="utf-8")
-        return resources.files("prompts").joinpath(name).read_text(encoding="utf-8")
+        return read_prompt(name, self._folder)
 
     def _examples(self, tools: Sequence[Tool]) -> list[str]:
         blocks = []
@@ -94,13 +91,9 @@ class Prompt:
         asked = f"Question: {_normalise(question)}"
         turns = self.fit_history(history)
         earlier = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in turns)
-        if self.style == "chat":
-            user = earlier + asked
-            chat = backend.chat_prompt(system, user)
-            if chat is not None:
-                at = chat.rfind(user)  # a template that rewrites the message gets no prefix
-                return Rendered(chat + "Answer:", CHAT_STOPS, chat[:at] if at > 0 else "")
-        return Rendered(f"{system}\n\n{earlier}{asked}\nAnswer:", PLAIN_STOPS, f"{system}\n\n")
+        return exchange(
+            backend, self.style, system, earlier + asked, "Answer:", (CHAT_STOPS, PLAIN_STOPS)
+        )
 
     def fit_history(self, history: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The turns the prompt keeps: the newest that fit the caps, normalised, oldest first."""
@@ -122,6 +115,40 @@ class Prompt:
             kept.append(turn)
             used += size
         return kept[::-1]
+
+
+def read_prompt(name: str, folder: Path | None = None) -> str:
+    """A file of `prompts/` (or of `folder`), as text."""
+    if folder is not None:
+        return (folder / name).read_text(encoding="utf-8")
+    return resources.files("prompts").joinpath(name).read_text(encoding="utf-8")
+
+
+def load_template(name: str, folder: Path | None = None) -> jinja2.Template:
+    """A Jinja2 template of `prompts/`; a value it names but is not given is an error."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    return env.from_string(read_prompt(name, folder))
+
+
+def exchange(
+    backend: Backend,
+    style: PromptStyle,
+    system: str,
+    user: str,
+    cue: str,
+    stops: tuple[tuple[str, ...], tuple[str, ...]],
+) -> Rendered:
+    """One exchange ending in `cue` for the model to continue; `stops` is (chat, plain).
+
+    The chat style puts `system` and `user` into the model's chat template and falls back to
+    the plain style when the model has none; the prefix is everything before `user`.
+    """
+    if style == "chat":
+        chat = backend.chat_prompt(system, user)
+        if chat is not None:
+            at = chat.rfind(user)  # a template that rewrites the message gets no prefix
+            return Rendered(chat + cue, stops[0], chat[:at] if at > 0 else "")
+    return Rendered(f"{system}\n\n{user}\n{cue}", stops[1], f"{system}\n\n")
 
 
 def _normalise(text: str) -> str:

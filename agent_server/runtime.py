@@ -1,15 +1,21 @@
-"""Builds the running engine from settings: the model (loaded once), the tools and the prompt."""
+"""Builds the running engine from settings: the model (loaded once), the tools and the prompt;
+and WebGPT mode around that engine: its search, its pages and its budget."""
 
 from __future__ import annotations
 
 from agent_server.backends import load_backend
+from agent_server.browser import BrowserLimits, OpenPage
 from agent_server.engine import Engine, EngineConfig
 from agent_server.errors import ConfigError
+from agent_server.pages import PageError, PageFetcher
 from agent_server.prompts import Prompt
+from agent_server.readable import Page, plain_page
 from agent_server.settings import Settings
+from agent_server.webgpt import WebGPT, WebGPTConfig
 from tools.base import Tool
 from tools.embedder import EmbedderNotAvailable
 from tools.registry import build_registry, close_registry, start_tools
+from tools.search import Search
 
 
 def build_tools(settings: Settings) -> dict[str, Tool]:
@@ -40,3 +46,51 @@ def build_engine(settings: Settings) -> Engine:
     backend.vocab.call_openers()
     backend.vocab.allowed_after("", tuple(sorted(tools)))
     return Engine(backend, tools, Prompt(style), config)
+
+
+def build_webgpt(settings: Settings, engine: Engine) -> WebGPT:
+    """WebGPT mode on `engine`'s model, searching with its Search tool (or one of its own)."""
+    search = engine.tools.get("Search")
+    if not isinstance(search, Search):
+        search = build_registry(["Search"], settings.tool_options())["Search"]
+        assert isinstance(search, Search)
+        search.start()
+    fetcher = PageFetcher(
+        timeout_s=settings.webgpt_page_timeout_s,
+        max_bytes=settings.webgpt_page_bytes,
+        allow_private=settings.webgpt_allow_private,
+    )
+    limits = BrowserLimits(
+        max_pages=settings.webgpt_max_pages,
+        max_quotes=settings.webgpt_max_quotes,
+        max_quote_chars=settings.webgpt_quote_chars,
+    )
+    config = WebGPTConfig(
+        policy=settings.webgpt_policy,
+        max_actions=settings.webgpt_max_actions,
+        time_limit_s=settings.webgpt_time_limit_s,
+        limits=limits,
+    )
+    return WebGPT(
+        engine,
+        search.results,
+        open_pages(search, fetcher),
+        config,
+        engine.prompt.style,
+        on_close=fetcher.aclose,
+    )
+
+
+def open_pages(search: Search, fetcher: PageFetcher) -> OpenPage:
+    """Opens a result: `doc://` pages from the local corpus, http(s) pages from the web."""
+
+    async def open_page(url: str) -> Page:
+        if url.startswith("doc://"):
+            document = getattr(search.backend, "document", None)
+            if document is None:
+                raise PageError(f"could not open {url}: the search backend has no documents")
+            title, text = await document(url)
+            return plain_page(text, url, title)
+        return await fetcher.fetch(url)
+
+    return open_page

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_server.citations import Quote, references
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.store import Conversation, ConversationInfo, Turn
 
@@ -15,8 +17,10 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=8_000)
-    # WebGPT-style browsing is its own issue; until it lands only "toolformer" validates.
-    mode: Literal["toolformer"] = "toolformer"
+    mode: Literal["toolformer", "webgpt"] = Field(
+        "toolformer",
+        description="toolformer: inline tool calls; webgpt: browse, quote, answer with references",
+    )
     conversation_id: str | None = Field(
         None, description="continue this conversation (its earlier turns are the context)"
     )
@@ -58,14 +62,39 @@ class CallItem(BaseModel):
         return cls(index=event.index, tool=event.tool, argument=event.argument)
 
 
+class QuoteItem(BaseModel):
+    number: int = Field(description="what the answer's [n] markers cite")
+    title: str
+    url: str
+    text: str = Field(description="verbatim from the page")
+
+    @classmethod
+    def from_quote(cls, quote: Quote) -> QuoteItem:
+        return cls(number=quote.number, title=quote.title, url=quote.url, text=quote.text)
+
+
+class ReferenceItem(BaseModel):
+    numbers: list[int] = Field(description="the quotes taken from this page")
+    title: str
+    url: str
+    domain: str
+
+    @classmethod
+    def list_of(cls, quotes: Sequence[Quote]) -> list[ReferenceItem]:
+        return [
+            cls(numbers=list(r.numbers), title=r.title, url=r.url, domain=r.domain)
+            for r in references(quotes)
+        ]
+
+
 class AskResponse(BaseModel):
     answer: str
     text: str
     model: str
     trace: list[TraceItem]
-    # WebGPT mode's quotes and numbered references; empty in toolformer mode.
-    quotes: list[str] = Field(default_factory=list)
-    references: list[str] = Field(default_factory=list)
+    # WebGPT mode's quotes and the pages they came from; empty in toolformer mode.
+    quotes: list[QuoteItem] = Field(default_factory=list)
+    references: list[ReferenceItem] = Field(default_factory=list)
     usage: dict[str, int]
     timings: dict[str, float]
     stop_reason: str
@@ -80,6 +109,8 @@ class AskResponse(BaseModel):
             text=final.text,
             model=model,
             trace=[TraceItem.from_event(r) for r in final.trace],
+            quotes=[QuoteItem.from_quote(q) for q in final.quotes],
+            references=ReferenceItem.list_of(final.quotes),
             usage=vars(final.usage),
             timings={k: round(v, 4) for k, v in vars(final.timings).items()},
             stop_reason=final.stop_reason,
@@ -131,11 +162,16 @@ class TurnOut(BaseModel):
     model: str
     usage: dict[str, Any]
     timings: dict[str, Any]
+    quotes: list[QuoteItem]
+    references: list[ReferenceItem]
     created_at: datetime
 
     @classmethod
     def from_turn(cls, turn: Turn) -> TurnOut:
+        quotes = [Quote(**q) for q in turn.quotes]
         return cls(
+            quotes=[QuoteItem.from_quote(q) for q in quotes],
+            references=ReferenceItem.list_of(quotes),
             position=turn.position,
             question=turn.question,
             answer=turn.answer,

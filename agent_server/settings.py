@@ -47,6 +47,21 @@ class Settings(BaseSettings):
     # The user's own documents for Retrieve: a folder, a file, or a JSONL of {doc_id,title,text}.
     documents: Path | None = None
 
+    # WebGPT mode. "builtin" browses by a fixed plan (search, open the top results, quote the
+    # best passage of each) since a small model cannot drive a browser reliably; "model" lets
+    # the model choose every command.
+    webgpt_policy: Literal["builtin", "model"] = "builtin"
+    webgpt_max_actions: int = Field(default=16, ge=1, le=100)
+    webgpt_max_pages: int = Field(default=4, ge=1, le=20)
+    webgpt_max_quotes: int = Field(default=4, ge=1, le=20)
+    webgpt_quote_chars: int = Field(default=600, ge=50, le=5000)
+    webgpt_time_limit_s: float = Field(default=60.0, gt=0, le=600)
+    webgpt_page_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    webgpt_page_bytes: int = Field(default=2_000_000, ge=10_000, le=50_000_000)
+    # Pages on loopback or private networks are refused (a model-chosen URL must not reach the
+    # server's own network); an intranet deployment or a test's fixture server may allow them.
+    webgpt_allow_private: bool = False
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 

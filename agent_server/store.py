@@ -68,6 +68,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         PRIMARY KEY (conversation_id, position)
     ) WITHOUT ROWID""",
     ),
+    (  # WebGPT mode's quotes, which the answer's [n] markers cite
+        "ALTER TABLE turns ADD COLUMN quotes TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(quotes))",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -97,6 +100,7 @@ class NewTurn:
     model: str = ""
     usage: Json = field(default_factory=dict)
     timings: Json = field(default_factory=dict)
+    quotes: Sequence[Json] = ()
 
     @classmethod
     def from_final(cls, question: str, final: FinalEvent, *, mode: str, model: str) -> NewTurn:
@@ -109,6 +113,7 @@ class NewTurn:
             model=model,
             usage=asdict(final.usage),
             timings=asdict(final.timings),
+            quotes=tuple(asdict(q) for q in final.quotes),
         )
 
 
@@ -125,6 +130,7 @@ class Turn:
     usage: Json
     timings: Json
     created_at: datetime
+    quotes: tuple[Json, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,7 @@ class ConversationStore:
         values = (
             *(turn.question, turn.answer, turn.text, _json(list(turn.trace)), turn.mode),
             *(turn.model, _json(dict(turn.usage)), _json(dict(turn.timings)), self._now()),
+            _json(list(turn.quotes)),
         )
         row = await self._run(lambda c: _transaction(c, lambda: _add(c, cid, values)))
         return _turn(row)
@@ -249,7 +256,7 @@ _INFO = (
 )
 _TURN_COLUMNS = (
     "conversation_id, position, question, answer, text, trace, mode, model, usage, timings,"
-    " created_at"
+    " created_at, quotes"
 )
 
 
@@ -293,7 +300,7 @@ def _transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
 
 
 def _add(conn: sqlite3.Connection, cid: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
-    question, now = values[0], values[-1]
+    question, now = values[0], values[-2]
     # The update doubles as the existence check, and runs first so a failing insert undoes it.
     updated = conn.execute(
         "UPDATE conversations SET updated_at=?, title=COALESCE(title, ?) WHERE id=?",
@@ -335,7 +342,7 @@ def _info(row: tuple[Any, ...]) -> ConversationInfo:
 
 
 def _turn(row: tuple[Any, ...]) -> Turn:
-    cid, position, question, answer, text, trace, mode, model, usage, timings, created = row
+    cid, position, question, answer, text, trace, mode, model, usage, timings, created, quotes = row
     return Turn(
         cid,
         position,
@@ -348,6 +355,7 @@ def _turn(row: tuple[Any, ...]) -> Turn:
         json.loads(usage),
         json.loads(timings),
         _time(created),
+        tuple(json.loads(quotes)),
     )
 
 

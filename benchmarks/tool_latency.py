@@ -15,7 +15,7 @@ take about an hour here, and a query's cost (one matrix-vector product over 200k
 is the same whatever the rows hold. The live-web backend (ddgs) is left out: its latency is the
 network's; only its cache hit, shared with local search, is ours.
 
-    python benchmarks/tools.py [--queries 150] [--scale 100]
+    python benchmarks/tool_latency.py [--queries 150] [--scale 100]
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This script is named like the `tools` package it measures: run as a file, its own folder would
-# come first on sys.path and shadow the package. The repository root takes its place.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(HERE.parent))
+# Run as a file, this script sees its own folder on sys.path, not the repository root that
+# holds the `benchmarks` package it shares code with.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402

@@ -16,6 +16,9 @@ from agent_server.prompts import Prompt
 from agent_server.settings import Settings
 from tools.base import Tool
 
+# The fixture web server (`fixture_web`: its base URL) for every test that browses.
+pytest_plugins = ["fixture_web"]
+
 
 @pytest.fixture(autouse=True)
 def _private_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):

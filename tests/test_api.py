@@ -80,10 +80,15 @@ def test_stream_with_an_unknown_tool_is_a_plain_400(client):
     assert response.json() == {"error": "unknown tools ['Nope']; available: ['Echo', 'Slow']"}
 
 
-def test_webgpt_mode_is_refused_until_it_exists(client):
-    response = client.post("/v1/ask", json={"question": "x", "mode": "webgpt"})
+def test_an_unknown_mode_is_422_and_webgpt_refuses_tool_options(client):
+    response = client.post("/v1/ask", json={"question": "x", "mode": "dream"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "mode"]
+    response = client.post("/v1/ask", json={"question": "x", "mode": "webgpt", "tools": ["Echo"]})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "tools and max_calls apply to mode 'toolformer'; webgpt mode browses"
+    }
 
 
 def test_a_disconnected_stream_stops_the_answer(client, backend):

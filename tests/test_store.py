@@ -11,6 +11,7 @@ import pytest
 from agent_server.errors import AgentError, ConfigError
 from agent_server.events import FinalEvent, ResultEvent, Timings, Usage
 from agent_server.store import (
+    _MIGRATIONS,
     SCHEMA_VERSION,
     ConversationNotFound,
     ConversationStore,
@@ -250,6 +251,48 @@ def test_file_is_in_wal_mode_with_foreign_keys_and_a_schema_version(store, path)
         assert [(fk[2], fk[6]) for fk in fks] == [("conversations", "CASCADE")]
     finally:
         raw.close()
+
+
+def test_a_version_1_file_gains_quotes_and_keeps_its_turns(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = sqlite3.connect(path)
+    for statement in _MIGRATIONS[0]:
+        raw.execute(statement)
+    now = "2026-01-01T00:00:00.000000+00:00"
+    raw.execute("INSERT INTO conversations VALUES (hex(zeroblob(16)), 't', ?, ?)", (now, now))
+    raw.execute(
+        "INSERT INTO turns VALUES ((SELECT id FROM conversations), 0, 'q', 'a', 'a', '[]',"
+        " 'toolformer', 'm', '{}', '{}', ?)",
+        (now,),
+    )
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    store = ConversationStore(path)
+    try:
+        (info,) = asyncio.run(store.list())
+        conversation = asyncio.run(store.get(info.id))
+        assert conversation is not None
+        assert [(t.question, t.quotes) for t in conversation.turns] == [("q", ())]
+    finally:
+        store.close()
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+    finally:
+        raw.close()
+
+
+def test_quotes_round_trip(store):
+    quote = {"number": 1, "title": "T", "url": "https://a.example/", "text": "verbatim"}
+
+    async def go():
+        created = await store.create()
+        await store.add_turn(created.id, NewTurn("q", "a [1]", "a [1]", quotes=[quote]))
+        return await store.get(created.id)
+
+    conversation = asyncio.run(go())
+    assert conversation.turns[0].quotes == (quote,)
 
 
 def test_a_file_from_a_newer_version_is_refused(path):

@@ -113,6 +113,10 @@ class Search:
             prepare()
 
     async def __call__(self, argument: str) -> str:
+        return format_results(await self.results(argument))
+
+    async def results(self, argument: str) -> list[SearchResult]:
+        """The top results for the query in `argument`; `ToolError` when there are none."""
         query = clean_query(argument, self.max_query_chars)
         key = (query.casefold(), self.max_results)
         results = self._cached(key)
@@ -127,7 +131,7 @@ class Search:
             results = await asyncio.shield(task)
         if not results:
             raise ToolError(f'no results for "{query}"')
-        return format_results(results[: self.max_results])
+        return results[: self.max_results]
 
     def _cached(self, key: tuple[str, int]) -> list[SearchResult] | None:
         entry = self._cache.get(key)

@@ -82,6 +82,21 @@ class LocalSearchBackend:
             for h in hits
         ]
 
+    async def document(self, url: str) -> tuple[str, str]:
+        """The title and whole text of the document a result's `doc://<doc_id>` names."""
+        doc_id = url.removeprefix("doc://")
+        index = await self._index.wait(self.wait_s)
+        passages = sorted(
+            (p for p in index.passages if p.doc_id == doc_id and url.startswith("doc://")),
+            key=lambda p: p.start,
+        )
+        if not passages:
+            raise SearchError(f"no document {url} in the local corpus")
+        text = ""
+        for passage in passages:  # overlapping slices of one text: lay each at its offset
+            text = text[: passage.start].ljust(passage.start) + passage.text
+        return passages[0].title, text
+
     def _open(self) -> HybridIndex:
         chunking = {"max_words": self.max_words, "overlap_words": self.overlap_words}
         if self.index_dir is None:
