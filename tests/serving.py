@@ -12,11 +12,14 @@ import uvicorn
 from fastapi import FastAPI
 
 
-def serve(app: FastAPI, log_level: str = "warning") -> Iterator[httpx.Client]:
-    """A client for `app` served on loopback; the server stops when the generator is closed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def serve(app: FastAPI, log_level: str = "warning", port: int = 0) -> Iterator[httpx.Client]:
+    """A client for `app` served on loopback; the server stops when the generator is closed.
+
+    The port is a free one, unless given (a test that brings a server back where it was)."""
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level=log_level))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

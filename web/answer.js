@@ -1,0 +1,225 @@
+// One answer in the conversation: its tool cards, its text (streamed, then final), its sources.
+//
+// The streamed text carries the model's call syntax (`[Calculator(2+2)`); it is cut when the
+// call event arrives, and an unfinished `[…` at the end is held back until it closes. The final
+// answer (call-free, from the server) then replaces the streamed text.
+
+import { externalLink, renderMarkdown, safeUrl } from "./markdown.js";
+
+let answers = 0;
+const HELD_BACK = 400; // an unclosed `[` longer than this is text after all
+
+export class AnswerView {
+  constructor() {
+    answers += 1;
+    this.id = `answer-${answers}`;
+    this.text = "";
+    this.cards = new Map();
+    this.pending = false;
+    this.el = make("article", "answer", { id: this.id, "aria-busy": "true" });
+    this.steps = append(this.el, "ol", "steps", { "aria-label": "Tool calls" });
+    this.body = append(this.el, "div", "markdown body");
+    this.sources = append(this.el, "section", "references", { "aria-label": "References" });
+    this.footer = append(this.el, "div", "answer-footer");
+    this.problem = append(this.el, "div", "problem", { role: "alert" });
+    for (const part of [this.steps, this.sources, this.footer, this.problem]) part.hidden = true;
+    this.body.append(dots());
+  }
+
+  appendText(text) {
+    this.text += text;
+    this.schedule();
+  }
+
+  call({ index, tool, argument }) {
+    const at = this.text.lastIndexOf(`[${tool}(`);
+    if (at >= 0) this.text = this.text.slice(0, at);
+    this.card(index, tool, argument);
+    this.schedule();
+  }
+
+  result(item) {
+    const card = this.card(item.index, item.tool, item.argument);
+    fillCard(card, item);
+  }
+
+  /** The final response (or a stored turn): the call-free answer, the trace, the sources. */
+  finish(response) {
+    this.pending = false;
+    (response.trace ?? []).forEach((item, index) => {
+      fillCard(this.card(index, item.tool, item.argument), item);
+    });
+    const quotes = (response.quotes ?? []).map((q, i) =>
+      typeof q === "string" ? { number: i + 1, text: q } : q,
+    );
+    const numbers = new Set(quotes.map((q) => q.number));
+    const cite = (n) => {
+      if (!numbers.has(n)) return null;
+      const a = document.createElement("a");
+      a.href = `#${this.id}-ref-${n}`;
+      a.className = "cite";
+      a.textContent = `[${n}]`;
+      a.setAttribute("aria-label", `source ${n}`);
+      return a;
+    };
+    this.body.replaceChildren(renderMarkdown(response.answer ?? "", { cite }));
+    if (!(response.answer ?? "").trim()) {
+      this.body.append(make("p", "note", {}, "(The model gave no answer.)"));
+    }
+    this.showSources(quotes, response.references ?? []);
+    this.showFooter(response);
+    this.el.setAttribute("aria-busy", "false");
+  }
+
+  /** The answer was stopped by the user: what was written stays, marked as unfinished. */
+  stopped() {
+    this.render();
+    for (const card of this.cards.values()) {
+      if (card.dataset.state === "running") setState(card, "stopped", "stopped");
+    }
+    this.body.append(make("p", "note", {}, "Stopped."));
+    this.el.setAttribute("aria-busy", "false");
+  }
+
+  /** The answer failed: say why, plainly, with a Retry button. */
+  fail(message, retry) {
+    this.render();
+    for (const card of this.cards.values()) {
+      if (card.dataset.state === "running") setState(card, "error", "no result");
+    }
+    this.problem.replaceChildren(make("p", "", {}, message));
+    const button = append(this.problem, "button", "retry", { type: "button" });
+    button.textContent = "Retry";
+    button.addEventListener("click", retry);
+    this.problem.hidden = false;
+    this.el.setAttribute("aria-busy", "false");
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      if (this.pending) this.render();
+    });
+  }
+
+  render() {
+    this.pending = false;
+    // Hold back an unfinished `[…` (a call being written, or a marker like `[1`).
+    const open = this.text.lastIndexOf("[");
+    const held = open >= 0 && !this.text.includes("]", open) && this.text.length - open < HELD_BACK;
+    const shown = held ? this.text.slice(0, open) : this.text;
+    this.body.replaceChildren(renderMarkdown(shown));
+    if (this.el.getAttribute("aria-busy") === "true") this.body.append(dots());
+  }
+
+  card(index, tool, argument) {
+    let card = this.cards.get(index);
+    if (!card) {
+      card = makeCard(tool, argument);
+      this.cards.set(index, card);
+      const item = append(this.steps, "li");
+      item.append(card);
+      this.steps.hidden = false;
+    }
+    return card;
+  }
+
+  showSources(quotes, references) {
+    if (!quotes.length) return;
+    const domains = new Map();
+    for (const ref of references) for (const n of ref.numbers ?? []) domains.set(n, ref.domain);
+    append(this.sources, "h3", "", {}, "References");
+    const list = append(this.sources, "ol", "quotes");
+    for (const quote of quotes) {
+      const item = append(list, "li", "quote", { id: `${this.id}-ref-${quote.number}` });
+      const head = append(item, "p", "quote-head");
+      append(head, "span", "quote-number", {}, `[${quote.number}]`);
+      const href = safeUrl(quote.url ?? "");
+      const title = quote.title || quote.url || "untitled";
+      head.append(" ", href ? externalLink(href, title) : make("span", "", {}, title));
+      const domain = domains.get(quote.number) ?? (href ? new URL(href).hostname : "");
+      if (domain) head.append(" ", make("span", "domain", {}, domain));
+      append(item, "blockquote", "", {}, quote.text ?? "");
+    }
+    this.sources.hidden = false;
+  }
+
+  showFooter(response) {
+    const copy = append(this.footer, "button", "copy", { type: "button" }, "Copy");
+    copy.setAttribute("aria-label", "Copy the answer");
+    copy.addEventListener("click", () => copyText(response.answer ?? "", copy));
+    const facts = [response.model, seconds(response.timings?.total_s)].filter(Boolean);
+    if (facts.length) append(this.footer, "span", "meta", {}, facts.join(" · "));
+    this.footer.hidden = false;
+  }
+}
+
+function makeCard(tool, argument) {
+  const card = make("details", "card");
+  const summary = append(card, "summary");
+  append(summary, "span", "tool", {}, tool);
+  append(summary, "code", "argument", {}, argument);
+  append(summary, "span", "state");
+  append(summary, "span", "time");
+  const body = append(card, "div", "card-body");
+  append(body, "p", "label", {}, "Argument");
+  append(body, "pre", "card-argument", {}, argument);
+  append(body, "p", "label outcome-label", {}, "Result");
+  append(body, "pre", "outcome", {}, "running…");
+  setState(card, "running", "running…");
+  return card;
+}
+
+function fillCard(card, { result, error, duration_s: duration }) {
+  const failed = error !== null && error !== undefined;
+  setState(card, failed ? "error" : "ok", failed ? "error" : "ok");
+  card.querySelector(".outcome-label").textContent = failed ? "Error" : "Result";
+  card.querySelector(".outcome").textContent = failed ? error : (result ?? "");
+  card.querySelector(".time").textContent = seconds(duration) ?? "";
+}
+
+function setState(card, state, label) {
+  card.dataset.state = state;
+  card.querySelector(".state").textContent = label;
+}
+
+function seconds(s) {
+  if (typeof s !== "number") return null;
+  if (s < 0.001) return "<1 ms";
+  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(1)} s`;
+}
+
+async function copyText(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // No clipboard API (an insecure origin): the old way, through a selected text area.
+    const area = make("textarea", "visually-hidden", { readonly: "" });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  button.textContent = "Copied";
+  setTimeout(() => (button.textContent = "Copy"), 1500);
+}
+
+function dots() {
+  return make("span", "typing", { "aria-hidden": "true" }, "…");
+}
+
+function make(tag, className = "", attributes = {}, text = null) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function append(parent, tag, className = "", attributes = {}, text = null) {
+  const node = make(tag, className, attributes, text);
+  parent.append(node);
+  return node;
+}
