@@ -95,8 +95,8 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
         )
         async for event in events:
             if args.trace and isinstance(event, CallEvent):
-                shown = f"{event.tool}({event.argument})" if event.argument else event.tool
-                print(f"→ {shown}", file=sys.stderr)
+                called = f"{event.tool}({event.argument})" if event.argument else event.tool
+                print(f"→ {called}", file=sys.stderr)
             elif args.trace and isinstance(event, ResultEvent):
                 shown = event.result if event.ok else f"error: {event.error}"
                 print(f"  = {shown}  ({event.duration_s * 1000:.0f} ms)", file=sys.stderr)
