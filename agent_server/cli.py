@@ -1,4 +1,5 @@
-"""`agent-server`: ask a question, prepare the model, serve the API, or run one tool directly."""
+"""`agent-server`: ask a question, prepare the model, serve the API, run one tool directly, or
+measure answers with and without tools (`eval`)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,20 @@ import argparse
 import asyncio
 import json
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from agent_server.calls import quote, render
 from agent_server.citations import references
 from agent_server.decoding import Sampling
-from agent_server.errors import AgentError
+from agent_server.errors import AgentError, ConfigError
+from agent_server.evals import math as evals_math
+from agent_server.evals import qa as evals_qa
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.runtime import build_engine, build_tools, build_webgpt
 from agent_server.settings import Settings
@@ -56,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    _add_eval_commands(commands)
 
     args = parser.parse_args(argv)
     overrides = {"model": args.model} if args.model else {}
@@ -69,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_tools(settings)
         if args.command == "tool":
             return asyncio.run(_run_tool(settings, args.name, args.argument))
+        if args.command == "eval":
+            command = shlex.join(["agent-server", *(sys.argv[1:] if argv is None else argv)])
+            return asyncio.run(_eval(settings, args, command))
         return _serve(settings, args.host, args.port)
     except (AgentError, ValidationError) as exc:
         print(f"agent-server: {exc}", file=sys.stderr)
@@ -98,8 +107,8 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
                 called = f"{event.tool}({event.argument})" if event.argument else event.tool
                 print(f"→ {called}", file=sys.stderr)
             elif args.trace and isinstance(event, ResultEvent):
-                shown = event.result if event.ok else f"error: {event.error}"
-                print(f"  = {shown}  ({event.duration_s * 1000:.0f} ms)", file=sys.stderr)
+                outcome = event.result if event.ok else f"error: {event.error}"
+                print(f"  = {outcome}  ({event.duration_s * 1000:.0f} ms)", file=sys.stderr)
             elif isinstance(event, FinalEvent):
                 _print_final(event, engine.backend.name, args)
         if webgpt is not None:
@@ -167,6 +176,48 @@ async def _run_tool(settings: Settings, name: str, argument: str) -> int:
     print(render(name, written, outcome.shown))
     print(f"({outcome.duration_s * 1000:.0f} ms)", file=sys.stderr)
     return 0 if outcome.error is None else 1
+
+
+def _add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    evals = commands.add_parser("eval", help="measure answers with and without tools")
+    which = evals.add_subparsers(dest="eval", required=True)
+    math_eval = which.add_parser("math", help="word problems: with the Calculator vs without")
+    qa_eval = which.add_parser(
+        "qa", help="questions over a corpus: no tools, Retrieve, Search, WebGPT"
+    )
+    for sub, modes, tokens in (
+        (math_eval, evals_math.MODES, evals_math.MAX_NEW_TOKENS),
+        (qa_eval, evals_qa.MODES, evals_qa.MAX_NEW_TOKENS),
+    ):
+        sub.add_argument("--data", type=Path, required=True, help="questions, JSONL")
+        sub.add_argument("--limit", type=int, default=0, help="the first N questions (0: all)")
+        sub.add_argument("--workers", type=int, default=1, help="questions answered at once")
+        sub.add_argument("--modes", default=",".join(modes), help="comma-separated")
+        sub.add_argument("--max-new-tokens", type=int, default=tokens)
+        sub.add_argument("--out", type=Path, default=Path("build/eval"), help="output folder")
+    math_eval.add_argument("--samples", type=int, default=1, help="K > 1: majority of K samples")
+    math_eval.add_argument("--seed", type=int, default=0, help="the first sample's seed")
+    qa_eval.add_argument("--corpus", type=Path, required=True, help="{doc_id,title,text} JSONL")
+
+
+async def _eval(settings: Settings, args: argparse.Namespace, command: str) -> int:
+    """Run one eval, print its table and where its files are."""
+    if args.limit < 0 or args.workers < 1 or args.max_new_tokens < 1:
+        raise ConfigError("--limit must be at least 0, --workers and --max-new-tokens at least 1")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    common = {"limit": args.limit, "workers": args.workers, "modes": modes}
+    common["max_new_tokens"] = args.max_new_tokens
+    if args.eval == "math":
+        config = evals_math.MathConfig(**common, samples=args.samples, seed=args.seed)
+        written, table = await evals_math.run(settings, args.data, config, args.out, command)
+    else:
+        qa_config = evals_qa.QAConfig(**common)
+        written, table = await evals_qa.run(
+            settings, args.data, args.corpus, qa_config, args.out, command
+        )
+    print(table)
+    print(f"\nresults: {written.json}\ntable: {written.markdown}\nplot: {written.plot}")
+    return 0
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:

@@ -27,7 +27,6 @@ def build_tools(settings: Settings) -> dict[str, Tool]:
 
 def build_engine(settings: Settings) -> Engine:
     tools = build_tools(settings)  # first: a bad tool setting fails before a minute of loading
-    start_tools(tools)  # spare processes and indexes warm up while the model loads
     try:
         backend, source = load_backend(
             settings.model, settings.cache_dir, dtype=settings.dtype, threads=settings.threads
@@ -35,6 +34,9 @@ def build_engine(settings: Settings) -> Engine:
     except BaseException:
         close_registry(tools)
         raise
+    # Only now: an index build embeds with transformers in a thread of its own, and two threads
+    # importing from transformers at once can fail ("cannot import name 'AutoModelForCausalLM'").
+    start_tools(tools)  # spare processes and indexes warm up in the background
     style = source.prompt_style if settings.prompt_style == "auto" else settings.prompt_style
     config = EngineConfig(
         max_calls=settings.max_calls,

@@ -6,7 +6,9 @@ tools. The naive loop is what smolagents-style agents do: after each tool result
 so far is encoded again in a fresh context. The engine keeps its KV cache and encodes only the
 spliced result.
 
-Figures (medians over --repeats runs):
+Figures (medians over --repeats runs; `measure` returns them, `main` prints the table):
+- model load: the converted model (tokenizer and weights) loaded again in a process that has
+  imported torch already;
 - raw decode tok/s: one-token forward passes on a warm session;
 - engine / naive wall time for the whole answer (prompt included);
 - engine overhead, measured directly as the wall-clock gap between one forward pass and the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +32,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from agent_server.backends import Backend, Logits, Session, Vocabulary
+from agent_server.backends import Backend, Logits, Session, Vocabulary, load_backend
 from agent_server.engine import Engine
 from agent_server.prompts import Prompt
 from agent_server.runtime import build_engine
@@ -127,7 +130,36 @@ def on_model_thread(fn: Callable[[], T]) -> T:
     return MODEL_THREAD.submit(fn).result()
 
 
-def engine_run(engine: Engine, real: Backend, script: list[str]) -> tuple[float, float, int, float]:
+@dataclass
+class Answer:
+    """One scripted answer, engine and naive loop, over the runs."""
+
+    calls: int
+    tokens: int
+    engine_s: float  # median wall time, prompt included
+    naive_s: float
+    naive_over_engine: float  # ratio of the two medians
+    token_overhead_ms: float  # median gap after an ordinary token, over every run's gaps
+    call_overhead_ms: float | None  # median gap after a call closed (None: no calls)
+
+
+@dataclass
+class Figures:
+    model: str
+    dtype: str
+    runs: int
+    load_s: float  # median of `runs` loads of the model, in a process that imported torch already
+    first_build_s: float  # build_engine, first in the process: imports, tools and vocab included
+    decode_tok_s: float  # median over `runs` of DECODE_STEPS one-token steps
+    token_overhead_ms: float  # pooled over every answer's runs
+    call_overhead_ms: float
+    answers: list[Answer]
+
+
+DECODE_STEPS = 48
+
+
+def engine_run(engine: Engine, real: Backend, script: list[str]) -> tuple[float, Clock, int]:
     forced = ForcedBackend(real, [real.encode(p) for p in script])
     bench = Engine(forced, engine.tools, engine.prompt, engine.config, executor=MODEL_THREAD)
     started = time.perf_counter()
@@ -156,7 +188,7 @@ def naive_run(engine: Engine, real: Backend, script: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def raw_decode(real: Backend, steps: int = 48) -> float:
+def raw_decode(real: Backend, steps: int = DECODE_STEPS) -> float:
     session = real.new_session()
     session.feed(real.encode(QUESTION))
     token = real.encode(" the")[0]
@@ -166,41 +198,99 @@ def raw_decode(real: Backend, steps: int = 48) -> float:
     return steps / (time.perf_counter() - started)
 
 
+def load_time(settings: Settings) -> float:
+    """Seconds to load the model alone (tokenizer and weights), dropped again afterwards."""
+    started = time.perf_counter()
+    backend, _ = load_backend(
+        settings.model, settings.cache_dir, dtype=settings.dtype, threads=settings.threads
+    )
+    seconds = time.perf_counter() - started
+    del backend
+    gc.collect()
+    return seconds
+
+
+def ms(seconds: list[float]) -> float:
+    return 1000 * statistics.median(seconds)
+
+
+def measure(settings: Settings, repeats: int = 3) -> Figures:
+    """Every figure of this benchmark, each a median over `repeats` runs (or a ratio of two)."""
+    started = time.perf_counter()
+    engine = on_model_thread(lambda: build_engine(settings))
+    first_build = time.perf_counter() - started
+    real = engine.backend
+    assert isinstance(engine.prompt, Prompt)
+    try:
+        load_s = statistics.median(
+            on_model_thread(lambda: load_time(settings)) for _ in range(repeats)
+        )
+        engine_run(engine, real, SCRIPTS[1])  # warm up: tool worker, allocator, vocab pieces
+        rate = statistics.median(on_model_thread(lambda: raw_decode(real)) for _ in range(repeats))
+        answers, token_gaps, call_gaps = [], [], []
+        for calls, script in SCRIPTS.items():
+            runs = [engine_run(engine, real, script) for _ in range(repeats)]
+            naive = statistics.median(
+                on_model_thread(lambda s=script: naive_run(engine, real, s)) for _ in range(repeats)
+            )
+            wall = statistics.median(r[0] for r in runs)
+            tokens = [g for r in runs for g in r[1].token_gaps]
+            closed = [g for r in runs for g in r[1].call_gaps]
+            token_gaps += tokens
+            call_gaps += closed
+            answers.append(
+                Answer(
+                    calls=calls,
+                    tokens=runs[0][2],
+                    engine_s=wall,
+                    naive_s=naive,
+                    naive_over_engine=naive / wall,
+                    token_overhead_ms=ms(tokens),
+                    call_overhead_ms=ms(closed) if closed else None,
+                )
+            )
+    finally:
+        engine.close()
+    return Figures(
+        model=real.name,
+        dtype=settings.dtype,
+        runs=repeats,
+        load_s=load_s,
+        first_build_s=first_build,
+        decode_tok_s=rate,
+        token_overhead_ms=ms(token_gaps),
+        call_overhead_ms=ms(call_gaps),
+        answers=answers,
+    )
+
+
+def markdown(figures: Figures) -> str:
+    step_ms = 1000 / figures.decode_tok_s
+    lines = [
+        f"model: {figures.model} ({figures.dtype}); raw decode {figures.decode_tok_s:.1f} tok/s "
+        f"({step_ms:.0f} ms a step); model load {figures.load_s:.1f} s\n",
+        "| calls | tokens | engine s | naive s | naive / engine "
+        "| overhead per token ms | overhead per call ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for a in figures.answers:
+        call_ms = "–" if a.call_overhead_ms is None else f"{a.call_overhead_ms:.1f}"
+        lines.append(
+            f"| {a.calls} | {a.tokens} | {a.engine_s:.2f} | {a.naive_s:.2f} "
+            f"| {a.naive_over_engine:.2f}× | {a.token_overhead_ms:.2f} | {call_ms} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     settings = Settings(**({"model": args.model} if args.model else {}))
-    engine = on_model_thread(lambda: build_engine(settings))
-    real = engine.backend
-    assert isinstance(engine.prompt, Prompt)
     try:
-        engine_run(engine, real, SCRIPTS[1])  # warm up: tool worker, allocator, vocab pieces
-        rate = statistics.median(on_model_thread(lambda: raw_decode(real)) for _ in range(3))
-        step_ms = 1000 / rate
-        print(f"model: {real.name}; raw decode {rate:.1f} tok/s ({step_ms:.0f} ms a step)\n")
-        print(
-            "| calls | tokens | engine s | naive s | naive / engine "
-            "| overhead per token ms | overhead per call ms |"
-        )
-        print("|---:|---:|---:|---:|---:|---:|---:|")
-        for calls, script in SCRIPTS.items():
-            runs = [engine_run(engine, real, script) for _ in range(args.repeats)]
-            wall = statistics.median(r[0] for r in runs)
-            token_ms = 1000 * statistics.median(g for r in runs for g in r[1].token_gaps)
-            call_gaps = [g for r in runs for g in r[1].call_gaps]
-            call_ms = f"{1000 * statistics.median(call_gaps):.1f}" if call_gaps else "–"
-            naive = statistics.median(
-                on_model_thread(lambda s=script: naive_run(engine, real, s))
-                for _ in range(args.repeats)
-            )
-            print(
-                f"| {calls} | {runs[0][2]} | {wall:.2f} | {naive:.2f} | {naive / wall:.2f}× "
-                f"| {token_ms:.2f} | {call_ms} |"
-            )
+        print(markdown(measure(settings, args.repeats)))
     finally:
-        engine.close()
         MODEL_THREAD.shutdown()
 
 

@@ -24,9 +24,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from agent_server.evals.recall import Question, load_questions, recall_at_k
 from tools.documents import load_documents, split_passages
 from tools.embedder import Embedder
 from tools.retrieval import MODES, HybridIndex, Mode
@@ -35,35 +35,9 @@ from tools.search_local import LocalSearchBackend
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-@dataclass(frozen=True)
-class Question:
-    id: str
-    question: str
-    gold_doc_ids: frozenset[str]
-
-
-def load_questions(path: Path) -> list[Question]:
-    with path.open(encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    return [Question(r["id"], r["question"], frozenset(r["gold_doc_ids"])) for r in records]
-
-
 def half(question_id: str) -> str:
     """ "A" (tuning) or "B" (held out), fixed by the id alone."""
     return "AB"[int(hashlib.sha256(question_id.encode()).hexdigest(), 16) % 2]
-
-
-def recall_at_k(
-    index: HybridIndex, questions: Sequence[Question], mode: Mode, ks: Sequence[int]
-) -> dict[int, float]:
-    """The share of questions with a gold document among the top k documents, for each k."""
-    hits = dict.fromkeys(ks, 0)
-    for question in questions:
-        found = index.search(question.question, max(ks), mode, per_document=True)
-        ranked = [hit.passage.doc_id for hit in found]
-        for k in ks:
-            hits[k] += bool(question.gold_doc_ids & set(ranked[:k]))
-    return {k: hits[k] / len(questions) for k in ks}
 
 
 def recall_table(

@@ -15,7 +15,9 @@ take about an hour here, and a query's cost (one matrix-vector product over 200k
 is the same whatever the rows hold. The live-web backend (ddgs) is left out: its latency is the
 network's; only its cache hit, shared with local search, is ours.
 
-    python benchmarks/tool_latency.py [--queries 150] [--scale 100]
+    python benchmarks/tool_latency.py [--queries 150] [--calls 40] [--scale 100]
+
+`measure` returns the figures (benchmarks/run.py uses it); `main` prints the tables.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from tools.bm25 import Bm25Index  # noqa: E402
 from tools.calculator import Calculator  # noqa: E402
 from tools.embedder import Embedder  # noqa: E402
 from tools.python_sandbox import PythonSandbox  # noqa: E402
-from tools.retrieval import MODES, HybridIndex, Retrieve  # noqa: E402
+from tools.retrieval import MODES, HybridIndex, Mode, Retrieve  # noqa: E402
 from tools.search import Search  # noqa: E402
 from tools.search_local import LocalSearchBackend  # noqa: E402
 
@@ -65,14 +67,42 @@ class Row:
     seconds: list[float]
     errors: int = 0
 
+    @property
+    def p50_ms(self) -> float:
+        return 1000 * statistics.median(self.seconds)
+
+    @property
+    def p99_ms(self) -> float:
+        ordered = sorted(self.seconds)
+        return 1000 * ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+    def figures(self) -> dict[str, object]:
+        return {
+            "tool": self.tool,
+            "case": self.case,
+            "calls": len(self.seconds),
+            "errors": self.errors,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+        }
+
     def markdown(self) -> str:
-        ms = sorted(s * 1000 for s in self.seconds)
-        p50, p99 = statistics.median(ms), ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
         failed = f" ({self.errors} errors)" if self.errors else ""
-        return f"| {self.tool} | {self.case} | {len(ms)}{failed} | {p50:.1f} | {p99:.1f} |"
+        return (
+            f"| {self.tool} | {self.case} | {len(self.seconds)}{failed} "
+            f"| {self.p50_ms:.1f} | {self.p99_ms:.1f} |"
+        )
 
 
-async def measure(
+@dataclasses.dataclass
+class Figures:
+    rows: list[Row]
+    recall: dict[Mode, dict[int, float]]  # recall@k per ranking, on the 2,067 paragraphs
+    questions: int
+    passages: int
+
+
+async def time_calls(
     tool: Tool, case: str, arguments: Sequence[str], between: Callable[[], Awaitable[None]]
 ) -> Row:
     row = Row(tool.name, case, [])
@@ -92,20 +122,20 @@ async def calculator_rows(n: int) -> list[Row]:
     with Calculator() as calculator:
         await invoke(calculator, "1+1", 30.0)  # the worker's start is not a call's cost
         args = [EXPRESSIONS[i % len(EXPRESSIONS)] for i in range(n)]
-        return [await measure(calculator, "warm worker", args, nothing)]
+        return [await time_calls(calculator, "warm worker", args, nothing)]
 
 
 async def python_rows(n: int) -> list[Row]:
     args = [SNIPPETS[i % len(SNIPPETS)] for i in range(n)]
     with PythonSandbox(pool_size=0) as cold:
-        cold_row = await measure(cold, "cold (no spare process)", args, nothing)
+        cold_row = await time_calls(cold, "cold (no spare process)", args, nothing)
     with PythonSandbox(pool_size=1) as warm:
         warm.start()
 
         async def spare_ready() -> None:  # calls arriving slower than a spare starts
             await asyncio.sleep(0.5)
 
-        warm_row = await measure(warm, "warm (spare ready)", args, spare_ready)
+        warm_row = await time_calls(warm, "warm (spare ready)", args, spare_ready)
     return [cold_row, warm_row]
 
 
@@ -122,7 +152,10 @@ def repeated_corpus(scale: int, folder: Path) -> Path:
 
 async def search_rows(queries: list[str], scale: int, scratch: Path) -> list[Row]:
     rows = []
-    for label, corpus in (("x1", CORPUS), (f"x{scale}", repeated_corpus(scale, scratch))):
+    corpora = [("x1", CORPUS)]
+    if scale > 1:
+        corpora.append((f"x{scale}", repeated_corpus(scale, scratch)))
+    for label, corpus in corpora:
         backend = LocalSearchBackend(corpus, index_dir=scratch / f"search-{label}")
         started = time.perf_counter()
         index = backend.prepare()
@@ -130,10 +163,10 @@ async def search_rows(queries: list[str], scale: int, scratch: Path) -> list[Row
         search = Search(backend, cache_ttl_s=0)  # every query reaches the index
         size = f"{len({p.doc_id for p in index.passages}):,} docs, {len(index.passages):,} passages"
         case = f"local, {size} (built in {built:.0f} s)"
-        rows.append(await measure(search, case, queries, nothing))
+        rows.append(await time_calls(search, case, queries, nothing))
     cached = Search(LocalSearchBackend(CORPUS, index_dir=scratch / "search-x1"))
     await invoke(cached, queries[0], 30.0)
-    rows.append(await measure(cached, "cache hit", [queries[0]] * len(queries), nothing))
+    rows.append(await time_calls(cached, "cache hit", [queries[0]] * len(queries), nothing))
     return rows
 
 
@@ -145,12 +178,14 @@ async def retrieve_rows(
     index = retrieve.prepare()
     built = time.perf_counter() - started
     case = f"hybrid, 2,067 docs, {len(index.passages):,} passages (built in {built:.0f} s)"
-    rows = [await measure(retrieve, case, queries, nothing)]
+    rows = [await time_calls(retrieve, case, queries, nothing)]
+    if scale <= 1:
+        return rows, index
 
     big = tiled(index, scale)
     over_big = Retrieve(CORPUS, scratch / "unused", embedder=embedder, index=big)
     case = f"hybrid, {2067 * scale:,} docs, {len(big.passages):,} passages (tiled embeddings)"
-    rows.append(await measure(over_big, case, queries, nothing))
+    rows.append(await time_calls(over_big, case, queries, nothing))
     return rows, index
 
 
@@ -167,6 +202,22 @@ def tiled(index: HybridIndex, scale: int) -> HybridIndex:
     return HybridIndex(passages, bm25, embeddings, index.embedder)
 
 
+def measure(queries: int = 150, calls: int = 40, scale: int = 100) -> Figures:
+    """Every latency row and the recall table; `scale` <= 1 leaves out the large corpora."""
+    questions = load_questions(QUESTIONS)
+    asked = [q.question for q in questions][:queries]
+    embedder = Embedder()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        rows = asyncio.run(calculator_rows(calls))
+        rows += asyncio.run(python_rows(calls))
+        rows += asyncio.run(search_rows(asked, scale, folder))
+        retrieve, index = asyncio.run(retrieve_rows(asked, scale, folder, embedder))
+        rows += retrieve
+    table = {mode: recall_at_k(index, questions, mode, (1, 5, 10)) for mode in MODES}
+    return Figures(rows, table, len(questions), len(index.passages))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=150, help="SQuAD dev questions to ask")
@@ -174,27 +225,16 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=100, help="copies of the corpus for 'big'")
     args = parser.parse_args()
 
-    questions = load_questions(QUESTIONS)
-    queries = [q.question for q in questions][: args.queries]
-    embedder = Embedder()
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        rows = asyncio.run(calculator_rows(args.calls))
-        rows += asyncio.run(python_rows(args.calls))
-        rows += asyncio.run(search_rows(queries, args.scale, folder))
-        retrieve, index = asyncio.run(retrieve_rows(queries, args.scale, folder, embedder))
-        rows += retrieve
-
+    figures = measure(args.queries, args.calls, args.scale)
     print("| tool | case | calls | p50 ms | p99 ms |")
     print("|---|---|---:|---:|---:|")
-    for row in rows:
+    for row in figures.rows:
         print(row.markdown())
-    table = {mode: recall_at_k(index, questions, mode, (1, 5, 10)) for mode in MODES}
     print(
-        f"\nRecall on SQuAD v1.1 dev ({len(questions)} questions, {len(index.passages):,} "
+        f"\nRecall on SQuAD v1.1 dev ({figures.questions} questions, {figures.passages:,} "
         "passages of 2,067 paragraphs; a hit is a gold paragraph among the top k):\n"
     )
-    print(markdown(table))
+    print(markdown(figures.recall))
 
 
 if __name__ == "__main__":

@@ -21,32 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
-import string
 import sys
 import time
 from pathlib import Path
 
 from agent_server.citations import MARKER_NUMBERS
+from agent_server.evals.scoring import contains_answer
 from agent_server.events import FinalEvent
 from agent_server.runtime import build_engine, build_webgpt
 from agent_server.settings import Settings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def normalise(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(c for c in text.lower() if c not in string.punctuation)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def contains_answer(text: str, answers: list[str]) -> bool:
-    haystack = f" {normalise(text)} "
-    return any(f" {normalise(a)} " in haystack for a in answers if normalise(a))
 
 
 def score(final: FinalEvent, answers: list[str]) -> dict[str, object]:
