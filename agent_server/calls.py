@@ -21,6 +21,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from tools.base import ERROR_PREFIX
+
 ARROW = "→"
 MAX_NAME_CHARS = 64
 MAX_ARGS_CHARS = 2_000
@@ -325,14 +327,28 @@ def _is_one_string_literal(text: str) -> bool:
     return not escaped
 
 
+# A result short enough to stand for a value in a sentence ("has [Calculator(9+4) → 13] kids").
+MAX_INLINE_RESULT_CHARS = 40
+_SENTENCE_ENDS = ".!?\n"
+
+
 def strip_calls(text: str) -> str:
-    """The reader's answer: the text with every call (and malformed call) removed."""
+    """The reader's answer: the text with every call (and malformed call) removed.
+
+    A call the model wrote in place of a value keeps its result there: one with a short, one-line
+    result that stands inside a sentence and is not followed by a number of the model's own
+    (Toolformer's `[Calculator(2+2) → 4] 4` repeats it). Everything else goes, with the gap closed.
+    """
+    segments = parse(text)
     parts: list[str] = []
     removed = False
-    for segment in parse(text):
+    for i, segment in enumerate(segments):
         if not isinstance(segment, str):
-            removed = True
-            continue
+            value = _inline_value(segment, "".join(parts), _text_after(segments, i))
+            if value is None:
+                removed = True
+                continue
+            segment = value
         if removed and parts:
             # Close the gap the call leaves without touching the rest of the text's spacing.
             before, segment = "".join(parts), segment.lstrip(" ")
@@ -344,3 +360,26 @@ def strip_calls(text: str) -> str:
         parts.append(segment)
         removed = False
     return "".join(parts).strip()
+
+
+def _text_after(segments: list[Segment], index: int) -> str:
+    following = segments[index + 1] if index + 1 < len(segments) else ""
+    return following if isinstance(following, str) else ""
+
+
+def _inline_value(segment: Call | Malformed, before: str, after: str) -> str | None:
+    """The result a call stands for in its sentence, or None when the call is to go."""
+    if not isinstance(segment, Call) or segment.result is None:
+        return None
+    value = segment.result.strip()
+    if not value or len(value) > MAX_INLINE_RESULT_CHARS or "\n" in value:
+        return None
+    if value.startswith(ERROR_PREFIX.strip()):  # a failed call stands for nothing
+        return None
+    lead = before.rstrip(" ")
+    if not lead or lead[-1] in _SENTENCE_ENDS:
+        return None  # the call opens a sentence: a note before it, not a part of it
+    rest = after.lstrip(" ")
+    if rest and (rest[0].isdigit() or rest[0] in "$-+" or rest.startswith(value)):
+        return None  # the model wrote the value itself
+    return value

@@ -389,16 +389,32 @@ def test_finish_turns_an_open_name_back_into_text() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        # The model repeats the result itself (Toolformer's form): the call goes.
         ("It is [Calculator(2+2) → 4] 4.", "It is 4."),
-        ("x [Calculator(1) → 1], y", "x, y"),
+        ("It is [Calculator(2+2) → 4] $4.", "It is $4."),
+        ("It is [Calculator(0.5*2) → 1.0] 1 cup.", "It is 1 cup."),
+        ("Ratio [Calculator(400/1400) → 0.2857] 0.2857.", "Ratio 0.2857."),
+        # The call stands for the value in its sentence: its result stays in its place.
+        (
+            "Lawrence county has [Calculator(907611+455682) → 1363293] kids.",
+            "Lawrence county has 1363293 kids.",
+        ),
+        ("The answer is [Calculator(2+2) → 4].", "The answer is 4."),
+        ("Total: [Calculator(3*4) → 12]", "Total: 12"),
+        ("x [Calculator(1) → 1], y", "x 1, y"),
+        ("a [A(1) → 1] [B(2) → 2] b", "a 1 2 b"),
+        ("(see [Search(x) → y])", "(see y)"),
+        # A call that opens a sentence is a note before it, not part of it.
         ("[Calculator(1) → 1] Start.", "Start."),
-        ("End [Calculator(1) → 1]", "End"),
-        ("End [Calculator(1) → 1].", "End."),
-        ("a [A(1) → 1] [B(2) → 2] b", "a b"),
+        ("Done. [Calculator(1) → 1] Next.", "Done. Next."),
+        ("a\n[Calculator(1) → 1] b", "a\nb"),
+        # No result, a failed call, a long or multi-line result: nothing to stand for.
+        ("End [Calculator(1) → Error: bad input].", "End."),
+        ("End [Calculator(1)].", "End."),
+        ("See [Search(x) → " + "word " * 20 + "] now", "See now"),
+        ("See [Python(x) → 1\n2] now", "See now"),
         ("Broken [Calc(2+3] here.", "Broken here."),
         ("Open [Calc(2+", "Open"),
-        ("(see [Search(x) → y])", "(see)"),
-        ("f([A(1) → 1]x)", "f(x)"),
         ("keep [1] and [text](u)", "keep [1] and [text](u)"),
     ],
 )
@@ -407,12 +423,13 @@ def test_strip_calls(text: str, expected: str) -> None:
 
 
 def test_strip_calls_keeps_other_lines_indentation_and_newlines() -> None:
-    text = "Result:\n  first [Calculator(1) → 1] line\n    second line\n\n  third"
+    text = "Result:\n  first [Calculator(1)] line\n    second line\n\n  third"
     assert strip_calls(text) == "Result:\n  first line\n    second line\n\n  third"
 
 
 def test_strip_calls_on_its_own_line() -> None:
     assert strip_calls("a\n[Calc(1) → 1]\nb") == "a\n\nb"
+    assert strip_calls("a: [Calc(1) → 1]\nb") == "a: 1\nb"
 
 
 def test_strip_calls_keeps_indentation_of_line_starting_with_call() -> None:

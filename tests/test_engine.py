@@ -172,9 +172,9 @@ def test_concurrent_answers_keep_their_own_sessions(make_engine):
         return await asyncio.gather(engine.run("q1"), engine.run("q2"))
 
     first, second = asyncio.run(both())
-    assert {first.answer, second.answer} == {"one a", "two b"}
+    assert {first.answer, second.answer} == {"one 21 a", "two 43 b"}
     results = {f.answer: f.trace[0].result for f in (first, second)}
-    assert results == {"one a": "21", "two b": "43"}
+    assert results == {"one 21 a": "21", "two 43 b": "43"}
 
 
 def test_earlier_turns_come_before_the_new_question(make_engine):

@@ -73,8 +73,9 @@ def test_math_modes_score_calls_results_and_answers(make_engine, calculator):
         ("q2", "no_tools", 12, False),
     ]
     assert items[0]["text"] == "It has [Calculator(2+3) → 5] cows."
-    assert items[0]["answer"] == "It has cows."  # as shown: the call, and its result, removed
-    assert not items[0]["shown_correct"]
+    assert items[0]["answer"] == "It has 5 cows."  # as shown: the result in the call's place
+    assert items[0]["shown_correct"]
+    assert items[1]["answer"] == "The answer is 9."  # a call opening the answer is removed
     assert [(i["calls"], i["well_formed"], i["results_used"]) for i in items] == [
         (1, 1, 1),
         (1, 1, 0),
@@ -85,7 +86,7 @@ def test_math_modes_score_calls_results_and_answers(make_engine, calculator):
     assert summary["tools"] == {
         "n": 2,
         "accuracy": 0.5,
-        "shown_accuracy": 0.0,
+        "shown_accuracy": 0.5,
         "sample_accuracy": 0.5,
         "call_rate": 1.0,
         "well_formed_rate": 1.0,

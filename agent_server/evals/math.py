@@ -10,8 +10,8 @@ answered by one engine, on one model, in two modes with the same prompt and toke
 Greedy decoding. An answer is correct when its last number equals the gold answer within the
 tolerance of `scoring`, each call in the text standing for its result: the model may write
 `Lawrence county has [Calculator(907611+455682) → 1363293] kids.`, and its number is 1363293.
-(The answer as the service shows it has its calls removed, and with them such a number:
-"Lawrence county has kids."; `shown_accuracy` scores that text, to keep the gap in view.)
+(The answer as the service shows it has its calls removed, a result kept where the call stood
+for a value: `calls.strip_calls`; `shown_accuracy` scores that text, to keep any gap in view.)
 
 With calls: how often an answer made one; how often a call was well-formed, meaning the tool ran
 it and gave a result (not malformed, a real tool, an argument the Calculator accepts: "12 cups
