@@ -18,8 +18,9 @@ class AnswerStream:
     as no later text can change it.
 
     Text is held back from a `[` that may open a call until the call is over or turns out to be
-    text, and white space at the end until something follows it (the call that follows may
-    take it). Between calls text passes straight through; the text is re-read with
+    text and the first character after it is known (it decides whether the call's result stands
+    in the sentence), and white space at the end until something follows it (the call that
+    follows may take it). Between calls text passes straight through; the text is re-read with
     `strip_calls` only at a call, so a long answer costs linear time, not quadratic.
     """
 
@@ -71,14 +72,15 @@ class AnswerStream:
 
     def _reread(self) -> str:
         safe = "".join(self._chars[: self._safe])
+        if not safe[self._last_call_end :].lstrip(" "):
+            return ""  # whether a call stands for its result depends on what follows it
         answer = strip_calls(safe)
         if not answer.startswith(self._sent):  # pragma: no cover - as in `finish`
             return ""
         delta, self._sent = answer[len(self._sent) :], answer
-        if safe[self._last_call_end :].lstrip(" "):
-            # The text after the call has begun; from here on it is appended as it comes. What
-            # `strip_calls` keeps of its trailing white space shows behind a sentinel letter.
-            self._settled = True
-            tail = strip_calls(safe + "x")[len(answer) : -1]
-            self._held = tail if not tail.strip() else ""
+        # The text after the call has begun; from here on it is appended as it comes. What
+        # `strip_calls` keeps of its trailing white space shows behind a sentinel letter.
+        self._settled = True
+        tail = strip_calls(safe + "x")[len(answer) : -1]
+        self._held = tail if not tail.strip() else ""
         return delta

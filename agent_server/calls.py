@@ -336,8 +336,9 @@ def strip_calls(text: str) -> str:
     """The reader's answer: the text with every call (and malformed call) removed.
 
     A call the model wrote in place of a value keeps its result there: one with a short, one-line
-    result that stands inside a sentence and is not followed by a number of the model's own
-    (Toolformer's `[Calculator(2+2) → 4] 4` repeats it). Everything else goes, with the gap closed.
+    result that stands inside a sentence and is not followed by a number of the model's own or
+    the value again (Toolformer's `[Calculator(2+2) → 4] 4`). Everything else goes, with the gap
+    closed.
     """
     segments = parse(text)
     parts: list[str] = []
@@ -379,7 +380,8 @@ def _inline_value(segment: Call | Malformed, before: str, after: str) -> str | N
     lead = before.rstrip(" ")
     if not lead or lead[-1] in _SENTENCE_ENDS:
         return None  # the call opens a sentence: a note before it, not a part of it
+    # Only the first character after the call decides, so a stream can settle it at once.
     rest = after.lstrip(" ")
-    if rest and (rest[0].isdigit() or rest[0] in "$-+" or rest.startswith(value)):
+    if rest and (rest[0].isdigit() or rest[0] in "$-+" or rest[0] == value[0]):
         return None  # the model wrote the value itself
     return value

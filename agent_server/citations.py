@@ -68,7 +68,7 @@ def answer_context(quotes: Sequence[Quote]) -> str:
 # `[2]`, `[1, 3]`, `[1,3]`, `[^2]`; a lone `[` of other text is left alone.
 _MARKER = re.compile(r"\[\^?(\d{1,3}(?:\s*,\s*\^?\d{1,3})*)\]")
 # What may still grow into a marker: held back until the next text decides.
-_PARTIAL = re.compile(r"\[\^?(\d{1,3}(\s*,\s*\^?(\d{1,3})?)*)?")
+_PARTIAL = re.compile(r"\[\^?(\d{1,3}(\s*,\s*\^?(\d{1,3})?)*\s*)?")
 MARKER_NUMBERS = re.compile(r"\[(\d+)\]")
 
 

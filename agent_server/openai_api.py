@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from agent_server.admission import Overloaded, RequestTimeout
 from agent_server.answer_stream import AnswerStream
+from agent_server.calls import splice_text
 from agent_server.decoding import Sampling
 from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, NotReady, SettingsDep
 from agent_server.engine import Engine, final_event
@@ -63,6 +64,7 @@ from agent_server.openai_schemas import (
     now,
 )
 from agent_server.schemas import CallItem
+from tools.base import shown
 
 log = logging.getLogger(__name__)
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|\w+\[.*\])$")
@@ -235,7 +237,9 @@ async def _chunks(
             elif isinstance(event, CallEvent):
                 yield chunk(agent=AgentEvent(call=CallItem.from_event(event)))
             elif isinstance(event, ResultEvent):
-                answer.add("]")  # the call is over: what follows is text again
+                # The call's end as the engine spliced it: whether its result stays in the
+                # sentence depends on it (`calls.strip_calls`).
+                answer.add(splice_text(shown(event.result, event.error)))
                 yield chunk(agent=AgentEvent(result=ResultInfo.from_event(event)))
             else:
                 on_final(event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agent_server.citations import (
@@ -70,6 +70,7 @@ def test_markers_are_kept_repaired_or_removed(written, shown):
     assert check_markers(written, [1, 2, 3]) == shown
 
 
+@example(pieces=["[", "1", " ", ","])  # "[1 " may still become "[1 , 2]": held back, not shown
 @given(st.lists(st.sampled_from(["a", " ", "[", "]", "1", "2", "9", ",", "^", "x."]), max_size=40))
 def test_streaming_in_any_chunks_matches_the_whole_and_shows_only_valid_markers(pieces):
     text = "".join(pieces)
