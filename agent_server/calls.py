@@ -19,9 +19,8 @@ Left out on purpose: keyword arguments and several arguments per call. A tool ta
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
-
-from tools.base import ERROR_PREFIX
 
 ARROW = "→"
 MAX_NAME_CHARS = 64
@@ -327,18 +326,18 @@ def _is_one_string_literal(text: str) -> bool:
     return not escaped
 
 
-# A result short enough to stand for a value in a sentence ("has [Calculator(9+4) → 13] kids").
-MAX_INLINE_RESULT_CHARS = 40
+# A result that can stand for a value in a sentence ("has [Calculator(9+4) → 13] kids"): a
+# number. A word ("done", a search snippet) in its place would read as noise more often than not.
+_NUMBER = re.compile(r"[-+]?(\d[\d,]*(\.\d+)?|\.\d+)([eE][-+]?\d+)?%?")
 _SENTENCE_ENDS = ".!?\n"
 
 
 def strip_calls(text: str) -> str:
     """The reader's answer: the text with every call (and malformed call) removed.
 
-    A call the model wrote in place of a value keeps its result there: one with a short, one-line
-    result that stands inside a sentence and is not followed by a number of the model's own or
-    the value again (Toolformer's `[Calculator(2+2) → 4] 4`). Everything else goes, with the gap
-    closed.
+    A call the model wrote in place of a value keeps its result there: one whose result is a
+    number, that stands inside a sentence and is not followed by a number of the model's own
+    (Toolformer's `[Calculator(2+2) → 4] 4`). Everything else goes, with the gap closed.
     """
     segments = parse(text)
     parts: list[str] = []
@@ -373,9 +372,7 @@ def _inline_value(segment: Call | Malformed, before: str, after: str) -> str | N
     if not isinstance(segment, Call) or segment.result is None:
         return None
     value = segment.result.strip()
-    if not value or len(value) > MAX_INLINE_RESULT_CHARS or "\n" in value:
-        return None
-    if value.startswith(ERROR_PREFIX.strip()):  # a failed call stands for nothing
+    if not _NUMBER.fullmatch(value):  # a word, a passage, an error: not a value
         return None
     lead = before.rstrip(" ")
     if not lead or lead[-1] in _SENTENCE_ENDS:

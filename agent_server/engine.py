@@ -12,6 +12,7 @@ answers interleave their steps.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -56,19 +57,27 @@ class Engine:
         prompt: Prompt,
         config: EngineConfig | None = None,
         executor: ThreadPoolExecutor | None = None,
+        *,
+        owns_backend: bool = False,
     ) -> None:
         self.backend = backend
+        self._owns_backend = owns_backend  # close() frees the model too (the service's engine)
         self.tools = dict(tools)
         self.prompt = prompt
         self.config = config or EngineConfig()
         self.prefixes = PrefixCache(backend)
-        # One thread owns the model: steps from concurrent answers queue here, never on the loop.
-        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="model")
+        # Model steps never run on the loop. A backend that batches takes steps from several
+        # threads at once and decodes them together; any other owns one thread, where the steps
+        # of concurrent answers take turns.
+        threads = backend.parallel if getattr(backend, "batching", False) else 1
+        self._executor = executor or ThreadPoolExecutor(threads, thread_name_prefix="model")
 
     def close(self) -> None:
-        """Stop the tools' worker processes and the model thread."""
+        """Stop the tools' worker processes and the model threads (and the model, if owned)."""
         close_registry(self.tools)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_backend:
+            self.backend.close()
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -247,6 +256,8 @@ class PrefixCache:
         self._enabled = bool(getattr(backend, "prefix_caching", False))
         self._size = size
         self._sessions: OrderedDict[tuple[int, ...], Session] = OrderedDict()
+        # Answers open sessions from several model threads when the backend batches.
+        self._lock = threading.Lock()
         self.hits = 0  # answers that started from a cached prefix
 
     def usable(self, prefix: str, prompt_ids: list[int]) -> list[int]:
@@ -263,11 +274,14 @@ class PrefixCache:
         """A new session that has read `prefix_ids` (computed once, then copied)."""
         if not prefix_ids:
             return self._backend.new_session()
-        key = tuple(prefix_ids)
+        with self._lock:
+            return self._open(tuple(prefix_ids))
+
+    def _open(self, key: tuple[int, ...]) -> Session:
         base = self._sessions.get(key)
         if base is None:
             base = self._backend.new_session()
-            base.feed(prefix_ids)
+            base.feed(list(key))
             self._sessions[key] = base
             while len(self._sessions) > self._size:
                 self._sessions.popitem(last=False)

@@ -2,6 +2,7 @@
 
     AgentError
       ├── ModelNotAvailable   the configured model cannot be found, verified or loaded
+      ├── ModelBusy           the model has no room for another answer right now (503)
       ├── ConfigError         the settings ask for something that cannot be built
       ├── BadRequest          a request is well-formed but cannot be served as asked (400)
       ├── NotFound            the named resource does not exist (404)
@@ -19,6 +20,10 @@ class AgentError(Exception):
 
 class ModelNotAvailable(AgentError):
     """The configured model cannot be found, verified or loaded."""
+
+
+class ModelBusy(AgentError):
+    """The model has no room for another answer right now (its context or sequences are full)."""
 
 
 class ConfigError(AgentError):

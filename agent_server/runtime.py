@@ -29,7 +29,12 @@ def build_engine(settings: Settings) -> Engine:
     tools = build_tools(settings)  # first: a bad tool setting fails before a minute of loading
     try:
         backend, source = load_backend(
-            settings.model, settings.cache_dir, dtype=settings.dtype, threads=settings.threads
+            settings.model,
+            settings.cache_dir,
+            kind=settings.backend,
+            dtype=settings.dtype,
+            threads=settings.threads,
+            context_tokens=settings.context_tokens,
         )
     except BaseException:
         close_registry(tools)
@@ -47,7 +52,7 @@ def build_engine(settings: Settings) -> Engine:
     # not inside the first request.
     backend.vocab.call_openers()
     backend.vocab.allowed_after("", tuple(sorted(tools)))
-    return Engine(backend, tools, Prompt(style), config)
+    return Engine(backend, tools, Prompt(style), config, owns_backend=True)
 
 
 def build_webgpt(settings: Settings, engine: Engine) -> WebGPT:

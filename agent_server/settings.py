@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent_server.backends import BackendKind
 from agent_server.models import DEFAULT_MODEL
 from tools.registry import TOOL_NAMES, ToolOptions
 
@@ -17,9 +18,14 @@ class Settings(BaseSettings):
 
     # An embedded model's name, a .gguf file, a model folder, or a hub id already cached locally.
     model: str = DEFAULT_MODEL
-    # bf16 decodes faster than fp32 on this class of CPU (benchmarks/engine.py).
+    # "auto": llama.cpp when it is installed and the model is a GGUF (3x faster here on a CPU,
+    # benchmarks/), else transformers.
+    backend: BackendKind = "auto"
+    # transformers only: bf16 decodes faster than fp32 on this class of CPU (benchmarks/).
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    threads: int = Field(default=0, ge=0, description="torch threads; 0 leaves torch's default")
+    threads: int = Field(default=0, ge=0, description="model threads; 0: the library's default")
+    # llama.cpp only: KV cache cells shared by all answers in progress and the cached prompts.
+    context_tokens: int = Field(default=16_384, ge=1_024, le=1_048_576)
     # Converted model folders and assembled GGUFs; safe to delete, rebuilt on next start.
     cache_dir: Path = Path.home() / ".cache" / "agent-server"
     # What must survive: the conversations database. Not a cache: never deleted by us.
@@ -65,9 +71,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
-    # Answers in progress interleave their steps on the one model thread: more at once adds no
-    # throughput and slows each one down; two let a short answer pass a long one.
-    max_active_answers: int = Field(default=2, ge=1, le=64)
+    # Answers in progress at once; None: what the backend gains from (`Backend.parallel`): 8 on
+    # llama.cpp, which decodes their steps in one batch; 2 on transformers, whose steps take
+    # turns on one thread (two let a short answer pass a long one).
+    max_active_answers: int | None = Field(default=None, ge=1, le=64)
     # Callers beyond this get 429 at once: eight queued at ~5 s an answer, two at a time, wait
     # about 20 s, well inside request_timeout_s; a longer queue would mostly time out.
     max_queued_answers: int = Field(default=8, ge=0, le=1024)

@@ -403,15 +403,19 @@ def test_finish_turns_an_open_name_back_into_text() -> None:
         ("Total: [Calculator(3*4) → 12]", "Total: 12"),
         ("x [Calculator(1) → 1], y", "x 1, y"),
         ("a [A(1) → 1] [B(2) → 2] b", "a 1 2 b"),
-        ("(see [Search(x) → y])", "(see y)"),
+        ("It is [Calculator(1/8) → 0.125] of it", "It is 0.125 of it"),
+        ("Rate [Calculator(x) → -2.5e-3%] now", "Rate -2.5e-3% now"),
         # A call that opens a sentence is a note before it, not part of it.
         ("[Calculator(1) → 1] Start.", "Start."),
         ("Done. [Calculator(1) → 1] Next.", "Done. Next."),
         ("a\n[Calculator(1) → 1] b", "a\nb"),
-        # No result, a failed call, a long or multi-line result: nothing to stand for.
+        # No result, a failed call, a word or a passage: nothing to stand for.
         ("End [Calculator(1) → Error: bad input].", "End."),
+        ("and then [Slow(1) → done] we are", "and then we are"),
+        ("(see [Search(x) → y])", "(see)"),
         ("End [Calculator(1)].", "End."),
         ("See [Search(x) → " + "word " * 20 + "] now", "See now"),
+        ("Total [Calculator(x) → 1,000 and more] now", "Total now"),
         ("See [Python(x) → 1\n2] now", "See now"),
         ("Broken [Calc(2+3] here.", "Broken here."),
         ("Open [Calc(2+", "Open"),

@@ -113,7 +113,12 @@ def makefile() -> dict[str, Rule]:
     variables: dict[str, str] = {}
 
     def expand(text: str) -> str:
-        return re.sub(r"\$\((\w+)\)", lambda m: variables[m[1]], text)
+        # As in make, a variable the Makefile leaves unset comes from the environment.
+        return re.sub(
+            r"\$\((\w+)\)",
+            lambda m: variables[m[1]] if m[1] in variables else os.environ[m[1]],
+            text,
+        )
 
     rules: dict[str, Rule] = {}
     current: Rule | None = None
@@ -125,7 +130,7 @@ def makefile() -> dict[str, Rule]:
         current = None
         if not line.strip() or line.startswith("#"):
             continue
-        if assignment := re.match(r"(?:export\s+)?(\w+)\s*:?=\s*(.*)$", line):
+        if assignment := re.match(r"(?:export\s+)?(\w+)\s*[:?]?=\s*(.*)$", line):
             variables[assignment[1]] = expand(assignment[2].strip())
         elif rule := re.match(r"([^:=]+?)\s*:(?!=)\s*(.*)$", line):
             current = Rule(expand(rule[2]).split())

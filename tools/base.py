@@ -73,12 +73,9 @@ class Outcome:
         return shown(self.result, self.error)
 
 
-ERROR_PREFIX = "Error: "
-
-
 def shown(result: str | None, error: str | None) -> str:
     """What the model reads after the arrow: the result, or the error marked as one."""
-    return result if result is not None else f"{ERROR_PREFIX}{error}"
+    return result if result is not None else f"Error: {error}"
 
 
 async def invoke(tool: Tool, argument: str, timeout_s: float) -> Outcome:

@@ -33,7 +33,8 @@ export class AnswerView {
 
   call({ index, tool, argument }) {
     const at = this.text.lastIndexOf(`[${tool}(`);
-    if (at >= 0) this.text = this.text.slice(0, at);
+    // The space before the call goes with it, as in the server's final answer.
+    if (at >= 0) this.text = this.text.slice(0, at).replace(/ +$/, "");
     this.card(index, tool, argument);
     this.schedule();
   }

@@ -1,23 +1,49 @@
 """Model backends behind one protocol; `load_backend` picks one from settings.
 
-Heavy imports (torch, transformers) happen here lazily, only when a real model is asked for.
+Heavy imports (torch, transformers, llama_cpp) happen here lazily, only when a real model is
+asked for.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Literal
 
 from agent_server.backends.base import Backend, Logits, Session, Vocabulary
+from agent_server.errors import ModelNotAvailable
 from agent_server.models import ModelSource, resolve
 
-__all__ = ["Backend", "Logits", "Session", "Vocabulary", "load_backend"]
+__all__ = ["Backend", "BackendKind", "Logits", "Session", "Vocabulary", "load_backend"]
+
+BackendKind = Literal["auto", "llamacpp", "transformers"]
 
 
 def load_backend(
-    model: str, cache_dir: Path, *, dtype: str = "bfloat16", threads: int = 0
+    model: str,
+    cache_dir: Path,
+    *,
+    kind: BackendKind = "auto",
+    dtype: str = "bfloat16",
+    threads: int = 0,
+    context_tokens: int = 16_384,
 ) -> tuple[Backend, ModelSource]:
-    """Resolve `model` and load it with transformers; return the backend and where it came from."""
+    """Resolve `model` and load it; return the backend and where the model came from.
+
+    "auto" takes llama.cpp, the faster on a CPU (benchmarks/), when it is installed and the
+    model is a GGUF; otherwise transformers, which also reads model folders.
+    """
     source = resolve(model, cache_dir)
+    if kind == "auto":
+        llama_ready = importlib.util.find_spec("llama_cpp") is not None
+        kind = "llamacpp" if llama_ready and source.gguf_file else "transformers"
+    if kind == "llamacpp":
+        if not source.gguf_file:
+            raise ModelNotAvailable(f"the llama.cpp backend needs a GGUF model, not {model!r}")
+        from agent_server.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
+
+        config = LlamaCppConfig(context_tokens=context_tokens, threads=threads)
+        return LlamaCppBackend.load(source, config), source
     from agent_server.backends.transformers import TransformersBackend
 
     return TransformersBackend.load(source, cache_dir, dtype=dtype, threads=threads), source

@@ -39,6 +39,16 @@ class Backend(Protocol):
         ...
 
     @property
+    def kind(self) -> str:
+        """Which implementation runs the model ("llamacpp", "transformers", ...)."""
+        ...
+
+    @property
+    def parallel(self) -> int:
+        """Answers that gain from running at once: the default of `max_active_answers`."""
+        ...
+
+    @property
     def vocab(self) -> Vocabulary: ...
 
     def encode(self, text: str) -> list[int]:
@@ -52,6 +62,10 @@ class Backend(Protocol):
         ...
 
     def new_session(self) -> Session: ...
+
+    def close(self) -> None:
+        """Free the model; no session may be used after."""
+        ...
 
 
 @dataclass

@@ -26,6 +26,8 @@ Reply = str | Sequence[str]
 
 class ScriptedBackend:
     name = "scripted"
+    kind = "scripted"
+    parallel = 1
 
     def __init__(self, replies: Iterable[Reply] = ()) -> None:
         self._chars: list[str] = ["<eos>", *string.printable]
@@ -54,6 +56,9 @@ class ScriptedBackend:
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return "".join(self._piece(i) for i in token_ids)
+
+    def close(self) -> None:
+        """Nothing to free."""
 
     def chat_prompt(self, system: str, user: str) -> str | None:
         return f"<system>{system}</system>\n<user>{user}</user>\n<assistant>"

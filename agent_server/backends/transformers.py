@@ -31,6 +31,10 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 class TransformersBackend:
     # Sessions can be forked (their KV cache copied), so a prompt's shared start is read once.
     prefix_caching = True
+    kind = "transformers"
+    # Steps of concurrent answers take turns on one thread: two at once let a short answer pass
+    # a long one; more only slow each one down.
+    parallel = 2
 
     def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
         self._model = model
@@ -65,6 +69,9 @@ class TransformersBackend:
             raise ModelNotAvailable(f"cannot load model {source.name!r}: {exc}") from exc
         model.eval()
         return cls(model, tokenizer, source.name)
+
+    def close(self) -> None:
+        """Nothing to free by hand: torch releases the weights with the last reference."""
 
     def _piece(self, token_id: int) -> str:
         return str(self._tokenizer.decode([token_id]))

@@ -1,0 +1,354 @@
+"""The llama.cpp backend: a GGUF run by llama.cpp (llama-cpp-python's C API), with batching.
+
+llama.cpp decodes a quantized model several times faster on a CPU than torch does. This backend
+keeps what the engine needs from it: logits at every step (the call rule and the name mask work
+on them as with any backend), a KV cache per session that survives splices, and forks that share
+a prompt's cached start.
+
+Every session is one *sequence* of a single llama.cpp context whose KV cache is unified across
+sequences, so a fork (`llama_memory_seq_cp`) shares the prefix's cells instead of copying them.
+One scheduler thread owns the context: concurrent sessions hand it their tokens, and each of its
+steps decodes whatever is waiting from all of them in one `llama_decode` batch — the next
+token of every answer in progress, and a chunk of any prompt still being read (continuous
+batching). A step costs little more for four sequences than for one on a CPU, so throughput
+grows with clients instead of queueing them.
+
+Left out: llama.cpp's own samplers and grammars. Token choice stays in `agent_server.decoding`,
+so both backends decode by exactly the same rules.
+
+Built on llama-cpp-python's low-level API (`llama_cpp` and its `_internals` wrappers, pinned in
+pyproject.toml); the high-level `Llama` class keeps one sequence per context.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import numpy as np
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from agent_server.backends.base import Logits, Vocabulary
+from agent_server.errors import ModelBusy, ModelNotAvailable
+from agent_server.models import ModelSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LlamaCppConfig:
+    # Token cells shared by every sequence (unified KV cache): the prompts and answers in
+    # progress plus the cached prompt starts. 16k cells of the 0.5B default take ~190 MiB.
+    context_tokens: int = 16_384
+    # Sequences that may exist at once: answers in progress, their forks and cached prefixes.
+    sequences: int = 64
+    # Tokens per `llama_decode`: a long prompt is read in chunks this size, between decode steps.
+    batch_tokens: int = 512
+    threads: int = 0  # 0: one per CPU core
+
+
+class LlamaCppBackend:
+    prefix_caching = True
+    kind = "llamacpp"
+    batching = True  # sessions may feed from several threads at once: their steps are batched
+
+    def __init__(self, model: Any, context: Any, name: str, config: LlamaCppConfig) -> None:
+        import llama_cpp
+
+        self.name = name
+        self._llama = llama_cpp
+        self._model = model  # the _internals wrappers free the context before the model
+        self._context = context
+        self._vocab_p = model.vocab
+        n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab_p))
+        eos = frozenset(i for i in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab_p, i))
+        self.vocab = Vocabulary(size=lambda: n_vocab, piece=self._piece, eos_ids=eos)
+        # Answers that gain from running at once: a batch of 8 steps costs ~2x one (benchmarks/).
+        self.parallel = 8
+        self._template = _chat_template(llama_cpp, model.model)
+        self._closed = False
+        self._scheduler = _Scheduler(llama_cpp, context.ctx, n_vocab, config)
+
+    @classmethod
+    def load(cls, source: ModelSource, config: LlamaCppConfig | None = None) -> LlamaCppBackend:
+        config = config or LlamaCppConfig()
+        if not source.gguf_file:
+            raise ModelNotAvailable(f"llama.cpp needs a GGUF file; {source.name!r} is a folder")
+        try:
+            import llama_cpp
+            from llama_cpp import _internals
+            from llama_cpp._logger import set_verbose
+        except ImportError as exc:
+            raise ModelNotAvailable(
+                "the llama.cpp backend needs llama-cpp-python (`make install` builds it)"
+            ) from exc
+        set_verbose(False)  # llama.cpp's own log lines only for errors
+        path = os.path.join(source.location, source.gguf_file)
+        threads = config.threads or os.cpu_count() or 1
+        context_params = llama_cpp.llama_context_default_params()
+        context_params.n_ctx = config.context_tokens
+        context_params.n_batch = context_params.n_ubatch = config.batch_tokens
+        context_params.n_seq_max = config.sequences
+        context_params.kv_unified = True
+        context_params.n_threads = context_params.n_threads_batch = threads
+        try:
+            # verbose=True only skips the library's stdout/stderr redirection; set_verbose(False)
+            # has already silenced llama.cpp's log.
+            model = _internals.LlamaModel(
+                path_model=path, params=llama_cpp.llama_model_default_params(), verbose=True
+            )
+            context = _internals.LlamaContext(model=model, params=context_params, verbose=False)
+        except ValueError as exc:
+            raise ModelNotAvailable(f"llama.cpp cannot load {path}: {exc}") from exc
+        return cls(model, context, source.name, config)
+
+    def close(self) -> None:
+        """Stop the scheduler and free the context and the model; later use raises."""
+        self._closed = True
+        self._scheduler.stop()
+        self._context.close()
+        self._model.close()
+
+    def _check_open(self) -> None:
+        if self._closed:  # the C side would read freed memory
+            raise ModelNotAvailable(f"the llama.cpp model {self.name!r} has been closed")
+
+    def _piece(self, token_id: int) -> str:
+        return self._bytes([token_id], special=False).decode("utf-8", errors="replace")
+
+    def _bytes(self, token_ids: Sequence[int], *, special: bool) -> bytes:
+        self._check_open()
+        size = 64
+        buffer = ctypes.create_string_buffer(size)
+        out = bytearray()
+        for token in token_ids:
+            n = self._llama.llama_token_to_piece(self._vocab_p, token, buffer, size, 0, special)
+            if n > size:  # a piece longer than the buffer: ask again with room for it
+                size, buffer = n, ctypes.create_string_buffer(n)
+                n = self._llama.llama_token_to_piece(self._vocab_p, token, buffer, size, 0, special)
+            out += buffer.raw[: max(n, 0)]
+        return bytes(out)
+
+    def encode(self, text: str) -> list[int]:
+        self._check_open()
+        data = text.encode("utf-8")
+        room = len(data) + 16
+        tokens = (self._llama.llama_token * room)()
+        n = self._llama.llama_tokenize(self._vocab_p, data, len(data), tokens, room, False, True)
+        if n < 0:  # pragma: no cover - a token per byte always fits
+            raise RuntimeError(f"llama.cpp could not tokenize {len(data)} bytes")
+        return list(tokens[:n])
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        # Special tokens (`<|im_end|>`) print as nothing, as transformers' skip_special_tokens.
+        return self._bytes(token_ids, special=False).decode("utf-8", errors="replace")
+
+    def chat_prompt(self, system: str, user: str) -> str | None:
+        if self._template is None:
+            return None
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return self._template.render(messages=messages, add_generation_prompt=True)
+
+    def new_session(self) -> LlamaCppSession:
+        return LlamaCppSession(self._scheduler, self._scheduler.acquire(), 0)
+
+
+class LlamaCppSession:
+    """One sequence of the shared context; its cells are freed when the session is."""
+
+    def __init__(self, scheduler: _Scheduler, seq_id: int, length: int) -> None:
+        self._scheduler = scheduler
+        self._seq = seq_id
+        self._length = length
+        weakref.finalize(self, scheduler.release, seq_id)
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def feed(self, token_ids: Sequence[int]) -> Logits:
+        logits = self._scheduler.feed(self._seq, self._length, list(token_ids))
+        self._length += len(token_ids)
+        return logits
+
+    def fork(self) -> LlamaCppSession:
+        """A session that has read the same tokens, sharing this one's cells."""
+        twin = self._scheduler.acquire()
+        self._scheduler.run(lambda copy: copy(self._seq, twin))
+        return LlamaCppSession(self._scheduler, twin, self._length)
+
+
+@dataclass
+class _Feed:
+    seq: int
+    pos: int
+    tokens: list[int]
+    done: Future[Logits] = field(default_factory=Future)
+    read: int = 0  # tokens already decoded
+
+
+@dataclass
+class _Op:
+    fn: Callable[[Callable[[int, int], None]], None]
+    done: Future[None] = field(default_factory=Future)
+
+
+class _Scheduler:
+    """The thread that owns the llama.cpp context: it runs every decode, copy and removal."""
+
+    def __init__(self, llama: Any, ctx: Any, n_vocab: int, config: LlamaCppConfig) -> None:
+        self._llama = llama
+        self._ctx = ctx
+        self._memory = llama.llama_get_memory(ctx)
+        self._n_vocab = n_vocab
+        self._batch_tokens = config.batch_tokens
+        self._batch = llama.llama_batch_init(config.batch_tokens, 0, 1)
+        self._free = list(range(config.sequences - 1, -1, -1))
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Feed | _Op | None] = queue.SimpleQueue()
+        self._active: list[_Feed] = []
+        self._stopped = False
+        self.steps = 0  # llama_decode calls, for tests and benchmarks
+        self.batched = 0  # of those, steps that served more than one sequence
+        self._thread = threading.Thread(target=self._run, name="llama.cpp", daemon=True)
+        self._thread.start()
+
+    # -- called from any thread ---------------------------------------------------------------
+    def acquire(self) -> int:
+        with self._lock:
+            if not self._free:
+                raise ModelBusy("all llama.cpp sequences are in use; try again shortly")
+            return self._free.pop()
+
+    def release(self, seq_id: int) -> None:
+        if self._stopped:
+            return
+
+        def clear(_copy: Callable[[int, int], None]) -> None:
+            self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            with self._lock:
+                self._free.append(seq_id)
+
+        self._queue.put(_Op(clear))  # not waited for: a finalizer must not block
+
+    def feed(self, seq_id: int, pos: int, tokens: list[int]) -> Logits:
+        if not tokens:
+            raise ValueError("feed needs at least one token")
+        if self._stopped:
+            raise ModelNotAvailable("the llama.cpp model has been closed")
+        request = _Feed(seq_id, pos, tokens)
+        self._queue.put(request)
+        return request.done.result()
+
+    def run(self, fn: Callable[[Callable[[int, int], None]], None]) -> None:
+        """Run `fn(copy)` on the scheduler thread; `copy(src, dst)` forks a sequence."""
+        if self._stopped:
+            raise ModelNotAvailable("the llama.cpp model has been closed")
+        op = _Op(fn)
+        self._queue.put(op)
+        op.done.result()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+        self._llama.llama_batch_free(self._batch)
+
+    # -- the scheduler thread -----------------------------------------------------------------
+    def _copy(self, src: int, dst: int) -> None:
+        self._llama.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()] if not self._active else []
+            while True:  # whatever else is waiting joins this step
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if item is None:
+                    self._fail(self._active, ModelBusy("the model is shutting down"))
+                    return
+                if isinstance(item, _Op):
+                    self._run_op(item)
+                else:
+                    self._active.append(item)
+            if self._active:
+                self._step()
+
+    def _run_op(self, op: _Op) -> None:
+        try:
+            op.fn(self._copy)
+        except Exception as exc:  # pragma: no cover - the C calls return codes, not raise
+            op.done.set_exception(exc)
+        else:
+            op.done.set_result(None)
+
+    def _step(self) -> None:
+        """One llama_decode over every active sequence: next tokens first, then prompt chunks."""
+        batch, room = self._batch, self._batch_tokens
+        planned: list[tuple[_Feed, int, int]] = []  # (request, first token, count)
+        n = 0
+        for request in sorted(self._active, key=lambda r: len(r.tokens) - r.read):
+            take = min(len(request.tokens) - request.read, room - n)
+            if take <= 0:
+                break
+            for i in range(take):
+                batch.token[n + i] = request.tokens[request.read + i]
+                batch.pos[n + i] = request.pos + request.read + i
+                batch.n_seq_id[n + i] = 1
+                batch.seq_id[n + i][0] = request.seq
+                batch.logits[n + i] = False
+            finishes = request.read + take == len(request.tokens)
+            batch.logits[n + take - 1] = finishes
+            planned.append((request, n, take))
+            n += take
+        batch.n_tokens = n
+        code = self._llama.llama_decode(self._ctx, batch)
+        self.steps += 1
+        self.batched += len(planned) > 1
+        if code != 0:
+            for request, _, _ in planned:  # nothing of a failed batch stays in the cache
+                start = request.pos + request.read
+                self._llama.llama_memory_seq_rm(self._memory, request.seq, start, -1)
+            full = "the model's context is full" if code == 1 else f"llama_decode failed ({code})"
+            self._fail([r for r, _, _ in planned], ModelBusy(f"{full}; try again shortly"))
+            return
+        for request, first, take in planned:
+            request.read += take
+            if request.read == len(request.tokens):
+                pointer = self._llama.llama_get_logits_ith(self._ctx, first + take - 1)
+                logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy()
+                self._active.remove(request)
+                request.done.set_result(logits)
+
+    def _fail(self, requests: list[_Feed], error: Exception) -> None:
+        for request in requests:
+            self._active.remove(request)
+            request.done.set_exception(error)
+
+
+def _chat_template(llama: Any, model: Any) -> jinja2.Template | None:
+    """The GGUF's own chat template, rendered as transformers renders it (sandboxed Jinja)."""
+    raw = llama.llama_model_chat_template(model, None)
+    if not raw:
+        return None
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(raw.decode("utf-8"))

@@ -1,0 +1,216 @@
+"""Backends against the ceiling: llama.cpp's own decoding, then ours on each backend.
+
+The ceiling is llama-cpp-python's `Llama.create_completion` on the same GGUF (greedy, streamed,
+as many threads as ours): what a user of llama.cpp or Ollama would see. Then, for each backend,
+the engine's own figures on the same prompts (`Engine.complete`: the full decoding loop, token
+choice and detokenizing included, just no tool call):
+
+- decode tokens/s: tokens after the first over the time after the first (prefill excluded);
+- prefill tokens/s: a ~450-token prompt read from scratch, up to its first logits;
+- time to first token: from the request to the first token of a short prompt;
+- aggregate tokens/s with 1, 4 and 8 answers at once (each writing up to --tokens tokens):
+  llama.cpp decodes their steps in one batch, transformers takes turns on one thread.
+
+Every figure is the median of --repeats runs. Each row is measured in a fresh process: llama.cpp's
+OpenMP threads, once started from one thread, slow down a context driven from another by about
+40% (measured here), and the ceiling and our backend drive theirs from different threads.
+`measure` returns the figures; `main` prints the table.
+
+    python benchmarks/backends.py [--repeats 3] [--tokens 96] [--kinds llamacpp transformers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent_server.backends import load_backend
+from agent_server.decoding import Sampling
+from agent_server.engine import Engine
+from agent_server.events import FinalEvent, TokenEvent
+from agent_server.models import resolve
+from agent_server.prompts import Prompt, Rendered
+from agent_server.settings import Settings
+
+LONG = "Write a long, detailed essay on the history of the Roman Empire, from founding to fall."
+TOPICS = ["Rome", "the Nile", "volcanoes", "the Moon", "bees", "glaciers", "printing", "jazz"]
+# ~450 tokens of plain text for the prefill figure.
+PREFILL = " ".join(
+    f"Paragraph {i}: the committee met on day {i} to review the budget, the schedule and the "
+    f"list of open questions, and agreed to meet again."
+    for i in range(18)
+)
+LEVELS = (1, 4, 8)
+
+
+@dataclass
+class Row:
+    name: str
+    decode_tok_s: float
+    prefill_tok_s: float
+    first_token_ms: float
+    aggregate_tok_s: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class Figures:
+    model: str
+    threads: int
+    tokens: int
+    repeats: int
+    rows: list[Row]
+
+    @property
+    def ceiling(self) -> Row:
+        return self.rows[0]
+
+    def share_of_ceiling(self, row: Row) -> float:
+        return row.decode_tok_s / self.ceiling.decode_tok_s
+
+
+def chat(text: str) -> str:
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+# -- the ceiling: llama.cpp's own loop ----------------------------------------------------------
+def ceiling(gguf: Path, threads: int, tokens: int, repeats: int) -> Row:
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def stream(prompt: str, max_tokens: int) -> tuple[float, float, int]:
+        llm.reset()  # no prompt cache between runs: each reads its prompt from scratch
+        started = time.perf_counter()
+        first = end = started
+        count = 0
+        for _ in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stream=True):
+            end = time.perf_counter()
+            first = end if count == 0 else first
+            count += 1
+        return first - started, end - first, count
+
+    decode, prefill, ttft = [], [], []
+    for _ in range(repeats):
+        _, after, count = stream(chat(LONG), tokens)
+        decode.append((count - 1) / after)
+        to_first, _, _ = stream(PREFILL, 1)
+        prefill.append(len(llm.tokenize(PREFILL.encode(), add_bos=False)) / to_first)
+        ttft.append(stream(chat("Hi!"), 1)[0])
+    llm.close()
+    return Row(
+        "llama.cpp create_completion (ceiling)",
+        statistics.median(decode),
+        statistics.median(prefill),
+        1000 * statistics.median(ttft),
+    )
+
+
+# -- ours ---------------------------------------------------------------------------------------
+async def complete(engine: Engine, text: str, tokens: int) -> tuple[float, FinalEvent]:
+    """Seconds to the first token, and the final event."""
+    started = time.perf_counter()
+    first = 0.0
+    sampling = Sampling(max_new_tokens=tokens)
+    async for event in engine.complete(Rendered(text, ()), sampling):
+        if isinstance(event, TokenEvent) and not first:
+            first = time.perf_counter() - started
+        if isinstance(event, FinalEvent):
+            return first, event
+    raise RuntimeError("no final event")  # pragma: no cover
+
+
+async def aggregate(engine: Engine, clients: int, tokens: int) -> float:
+    prompts = [chat(f"Write a long essay about {TOPICS[i % len(TOPICS)]}.") for i in range(clients)]
+    started = time.perf_counter()
+    finals = await asyncio.gather(*(complete(engine, p, tokens) for p in prompts))
+    generated = sum(f.usage.completion_tokens for _, f in finals)
+    return generated / (time.perf_counter() - started)
+
+
+def ours(kind: str, settings: Settings, threads: int, tokens: int, repeats: int) -> Row:
+    backend, _ = load_backend(settings.model, settings.cache_dir, kind=kind, threads=threads)  # type: ignore[arg-type]
+    engine = Engine(backend, {}, Prompt("chat"))
+    try:
+        asyncio.run(complete(engine, chat("Warm up."), 8))
+        decode, prefill, ttft = [], [], []
+        for _ in range(repeats):
+            _, final = asyncio.run(complete(engine, chat(LONG), tokens))
+            per_token = final.timings.decode_s / max(1, final.usage.completion_tokens)
+            # decode_s runs from the first token on; so does the ceiling's figure.
+            decode.append(1 / per_token)
+            _, read = asyncio.run(complete(engine, PREFILL, 1))
+            prefill.append(read.usage.prompt_tokens / read.timings.prefill_s)
+            ttft.append(asyncio.run(complete(engine, chat("Hi!"), 1))[0])
+        levels = {
+            n: statistics.median(asyncio.run(aggregate(engine, n, tokens)) for _ in range(repeats))
+            for n in LEVELS
+        }
+    finally:
+        engine.close()
+    return Row(
+        f"agent-server, {kind}",
+        statistics.median(decode),
+        statistics.median(prefill),
+        1000 * statistics.median(ttft),
+        levels,
+    )
+
+
+def measure(
+    settings: Settings,
+    kinds: Sequence[str] = ("llamacpp", "transformers"),
+    tokens: int = 96,
+    repeats: int = 3,
+) -> Figures:
+    source = resolve(settings.model, settings.cache_dir)
+    assert source.gguf_file, "the ceiling needs a GGUF model"
+    threads = settings.threads or os.cpu_count() or 1
+    gguf = Path(source.location) / source.gguf_file
+    spawn = multiprocessing.get_context("spawn")
+    rows = []
+    with ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
+        rows.append(pool.submit(ceiling, gguf, threads, tokens, repeats).result())
+    for kind in kinds:
+        with ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
+            rows.append(pool.submit(ours, kind, settings, threads, tokens, repeats).result())
+    return Figures(source.name, threads, tokens, repeats, rows)
+
+
+def markdown(figures: Figures) -> str:
+    levels = " | ".join(f"{n} at once tok/s" for n in LEVELS)
+    lines = [
+        f"model: {figures.model}, {figures.threads} threads, up to {figures.tokens} new tokens, "
+        f"median of {figures.repeats} runs\n",
+        f"| | decode tok/s | of the ceiling | prefill tok/s | first token ms | {levels} |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(LEVELS),
+    ]
+    for row in figures.rows:
+        aggregate = " | ".join(
+            f"{row.aggregate_tok_s[n]:.1f}" if n in row.aggregate_tok_s else "–" for n in LEVELS
+        )
+        lines.append(
+            f"| {row.name} | {row.decode_tok_s:.1f} | {figures.share_of_ceiling(row):.0%} "
+            f"| {row.prefill_tok_s:.0f} | {row.first_token_ms:.0f} | {aggregate} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--kinds", nargs="+", default=["llamacpp", "transformers"])
+    args = parser.parse_args()
+    print(markdown(measure(Settings(), args.kinds, args.tokens, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()
