@@ -16,7 +16,7 @@ OpenMP threads, once started from one thread, slow down a context driven from an
 40% (measured here), and the ceiling and our backend drive theirs from different threads.
 `measure` returns the figures; `main` prints the table.
 
-    python benchmarks/backends.py [--repeats 3] [--tokens 96] [--kinds llamacpp transformers]
+    python benchmarks/backends.py [--repeats 3] [--tokens 96] [--kinds llamacpp transformers ...]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ PREFILL = " ".join(
     for i in range(18)
 )
 LEVELS = (1, 4, 8)
+KINDS = ("llamacpp", "transformers")
 
 
 @dataclass
@@ -166,7 +167,7 @@ def ours(kind: str, settings: Settings, threads: int, tokens: int, repeats: int)
 
 def measure(
     settings: Settings,
-    kinds: Sequence[str] = ("llamacpp", "transformers"),
+    kinds: Sequence[str] = KINDS,
     tokens: int = 96,
     repeats: int = 3,
 ) -> Figures:
@@ -207,7 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=96)
-    parser.add_argument("--kinds", nargs="+", default=["llamacpp", "transformers"])
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS))
     args = parser.parse_args()
     print(markdown(measure(Settings(), args.kinds, args.tokens, args.repeats)))
 

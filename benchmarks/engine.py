@@ -7,8 +7,8 @@ so far is encoded again in a fresh context. The engine keeps its KV cache and en
 spliced result.
 
 Figures (medians over --repeats runs; `measure` returns them, `main` prints the table):
-- model load: the converted model (tokenizer and weights) loaded again in a process that has
-  imported torch already;
+- model load: the model (tokenizer and weights) loaded again in a process that has
+  imported its libraries already;
 - raw decode tok/s: one-token forward passes on a warm session;
 - engine / naive wall time for the whole answer (prompt included);
 - engine overhead, measured directly as the wall-clock gap between one forward pass and the
@@ -146,7 +146,7 @@ class Answer:
 @dataclass
 class Figures:
     model: str
-    dtype: str
+    backend: str  # which backend ran the model ("llamacpp", "transformers")
     runs: int
     load_s: float  # median of `runs` loads of the model, in a process that imported torch already
     first_build_s: float  # build_engine, first in the process: imports, tools and vocab included
@@ -202,7 +202,11 @@ def load_time(settings: Settings) -> float:
     """Seconds to load the model alone (tokenizer and weights), dropped again afterwards."""
     started = time.perf_counter()
     backend, _ = load_backend(
-        settings.model, settings.cache_dir, dtype=settings.dtype, threads=settings.threads
+        settings.model,
+        settings.cache_dir,
+        kind=settings.backend,
+        dtype=settings.dtype,
+        threads=settings.threads,
     )
     seconds = time.perf_counter() - started
     del backend
@@ -253,7 +257,7 @@ def measure(settings: Settings, repeats: int = 3) -> Figures:
         engine.close()
     return Figures(
         model=real.name,
-        dtype=settings.dtype,
+        backend=real.kind,
         runs=repeats,
         load_s=load_s,
         first_build_s=first_build,
@@ -267,7 +271,7 @@ def measure(settings: Settings, repeats: int = 3) -> Figures:
 def markdown(figures: Figures) -> str:
     step_ms = 1000 / figures.decode_tok_s
     lines = [
-        f"model: {figures.model} ({figures.dtype}); raw decode {figures.decode_tok_s:.1f} tok/s "
+        f"model: {figures.model} ({figures.backend}); raw decode {figures.decode_tok_s:.1f} tok/s "
         f"({step_ms:.0f} ms a step); model load {figures.load_s:.1f} s\n",
         "| calls | tokens | engine s | naive s | naive / engine "
         "| overhead per token ms | overhead per call ms |",

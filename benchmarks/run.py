@@ -4,6 +4,8 @@ Runs, in this order, each script's `measure` function:
 
 - benchmarks/engine.py, the model in this process: its load time, raw decode, the engine's
   overhead per token and per call, and the engine against the naive re-encoding loop;
+- benchmarks/backends.py: llama.cpp's own decoding (the ceiling) against ours on each backend:
+  decode and prefill tokens/s, time to first token, tokens/s with 1, 4 and 8 answers at once;
 - benchmarks/tool_latency.py: each tool through `tools.base.invoke`, on the 2,067 SQuAD
   paragraphs only (its 200k-document cases are the script's own table);
 - benchmarks/load.py: a service of its own under concurrent clients, and the server process's
@@ -38,7 +40,7 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from agent_server.settings import Settings  # noqa: E402
-from benchmarks import engine, load, tool_latency  # noqa: E402
+from benchmarks import backends, engine, load, tool_latency  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,12 +50,23 @@ class Plan:
     repeats: int = 5  # engine: runs of each scripted answer, of raw decode, of the model load
     tool_queries: int = 150  # SQuAD dev questions asked of Search and Retrieve
     tool_calls: int = 40  # calls per Calculator and Python case
-    clients: int = 4  # the service's defaults answer 2 at once and queue 8: 2 answer, 2 wait
+    clients: int = 4  # all four answer at once on llama.cpp (8 may), two on transformers
     rounds: int = 5  # questions each client asks, one after another
+    backend_tokens: int = 96  # backends: tokens each answer writes
+    backend_repeats: int = 3  # backends: runs of each figure (each backend's transformers
+    # row is the slow part: 8 answers at once take turns there)
 
 
 FULL = Plan()
-QUICK = Plan(repeats=1, tool_queries=5, tool_calls=5, clients=2, rounds=1)
+QUICK = Plan(
+    repeats=1,
+    tool_queries=5,
+    tool_calls=5,
+    clients=2,
+    rounds=1,
+    backend_tokens=8,
+    backend_repeats=1,
+)
 
 
 @dataclass(frozen=True)
@@ -72,14 +85,14 @@ def engine_figures(f: engine.Figures) -> list[Figure]:
     three = next(a for a in f.answers if a.calls == 3)
     return [
         Figure(
-            f"raw decode, {f.model} {f.dtype}",
+            f"raw decode, {f.model} on {f.backend}",
             f"{f.decode_tok_s:.1f} tokens/s",
             f"median of {runs} of {engine.DECODE_STEPS} one-token forward passes",
         ),
         Figure(
             "model load",
             f"{f.load_s:.2f} s",
-            f"median of {runs}: tokenizer and converted weights, torch already imported",
+            f"median of {runs}: tokenizer and weights, the libraries already imported",
         ),
         Figure(
             "engine overhead per ordinary token",
@@ -100,6 +113,40 @@ def engine_figures(f: engine.Figures) -> list[Figure]:
             f"{runs} each, the same forced tokens and calls",
         ),
     ]
+
+
+def backend_figures(f: backends.Figures) -> list[Figure]:
+    runs = f"median of {count(f.repeats, 'run')}"
+    ceiling, ours = f.ceiling, f.rows[1:]
+    figures = [
+        Figure(
+            "llama.cpp decode, the ceiling",
+            f"{ceiling.decode_tok_s:.1f} tokens/s",
+            f"llama-cpp-python's create_completion, greedy, streamed; {runs}",
+        )
+    ]
+    levels = " / ".join(str(n) for n in backends.LEVELS)
+    for row in ours:
+        kind = row.name.split(", ")[-1]
+        aggregate = " / ".join(f"{row.aggregate_tok_s[n]:.1f}" for n in backends.LEVELS)
+        figures += [
+            Figure(
+                f"decode on {kind}",
+                f"{row.decode_tok_s:.1f} tokens/s ({f.share_of_ceiling(row):.0%} of the ceiling)",
+                f"Engine.complete: the whole loop, token choice included; {runs}",
+            ),
+            Figure(
+                f"prefill / first token on {kind}",
+                f"{row.prefill_tok_s:.0f} tokens/s / {row.first_token_ms:.0f} ms",
+                f"a ~450-token prompt from scratch / a short chat prompt; {runs}",
+            ),
+            Figure(
+                f"{levels} answers at once on {kind}",
+                f"{aggregate} tokens/s",
+                f"all answers' tokens / wall time, up to {f.tokens} tokens each; {runs}",
+            ),
+        ]
+    return figures
 
 
 def tool_figures(f: tool_latency.Figures) -> list[Figure]:
@@ -187,13 +234,20 @@ def main() -> None:
         engine_f = engine.measure(Settings(), plan.repeats)
     finally:
         engine.MODEL_THREAD.shutdown()
+    progress(f"backends: the ceiling, then ours; {count(plan.backend_repeats, 'run')} of each")
+    backends_f = backends.measure(
+        Settings(), tokens=plan.backend_tokens, repeats=plan.backend_repeats
+    )
     progress(f"tools: {count(plan.tool_calls, 'call')}, {count(plan.tool_queries, 'question')}")
     tools_f = tool_latency.measure(plan.tool_queries, plan.tool_calls, scale=0)
     progress(f"service: {count(plan.clients, 'client')} × {count(plan.rounds, 'question')}")
     service_f = load.measure([plan.clients], plan.rounds)
 
     figures = (
-        engine_figures(engine_f) + tool_figures(tools_f) + service_figures(service_f, plan.rounds)
+        engine_figures(engine_f)
+        + backend_figures(backends_f)
+        + tool_figures(tools_f)
+        + service_figures(service_f, plan.rounds)
     )
     if args.quick:
         progress("a quick run: these figures check that the benchmarks work, nothing more")
@@ -206,6 +260,7 @@ def main() -> None:
         "plan": dataclasses.asdict(plan),
         "summary": [dataclasses.asdict(f) for f in figures],
         "engine": dataclasses.asdict(engine_f),
+        "backends": dataclasses.asdict(backends_f),
         "tools": {
             "rows": [row.figures() for row in tools_f.rows],
             "recall": tools_f.recall,

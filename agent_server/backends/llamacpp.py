@@ -22,7 +22,6 @@ pyproject.toml); the high-level `Llama` class keeps one sequence per context.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import queue
@@ -33,11 +32,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
 import numpy as np
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from agent_server.backends.base import Logits, Vocabulary
+from agent_server.backends.base import Logits
+from agent_server.backends.gguf import GgufTokenizer, import_llama, load_model
 from agent_server.errors import ModelBusy, ModelNotAvailable
 from agent_server.models import ModelSource
 
@@ -62,101 +60,46 @@ class LlamaCppBackend:
     batching = True  # sessions may feed from several threads at once: their steps are batched
 
     def __init__(self, model: Any, context: Any, name: str, config: LlamaCppConfig) -> None:
-        import llama_cpp
-
         self.name = name
-        self._llama = llama_cpp
         self._model = model  # the _internals wrappers free the context before the model
         self._context = context
-        self._vocab_p = model.vocab
-        n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab_p))
-        eos = frozenset(i for i in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab_p, i))
-        self.vocab = Vocabulary(size=lambda: n_vocab, piece=self._piece, eos_ids=eos)
-        # Answers that gain from running at once: a batch of 8 steps costs ~2x one (benchmarks/).
+        self._tokens = GgufTokenizer(model)
+        self.vocab = self._tokens.vocab
+        self.encode = self._tokens.encode
+        self.decode = self._tokens.decode
+        self.chat_prompt = self._tokens.chat_prompt
+        # Answers that gain from running at once: 8 at once write ~2x the tokens of one
+        # (benchmarks/backends.py).
         self.parallel = 8
-        self._template = _chat_template(llama_cpp, model.model)
-        self._closed = False
-        self._scheduler = _Scheduler(llama_cpp, context.ctx, n_vocab, config)
+        self._scheduler = _Scheduler(import_llama(), context.ctx, self._tokens.size, config)
 
     @classmethod
     def load(cls, source: ModelSource, config: LlamaCppConfig | None = None) -> LlamaCppBackend:
         config = config or LlamaCppConfig()
-        if not source.gguf_file:
-            raise ModelNotAvailable(f"llama.cpp needs a GGUF file; {source.name!r} is a folder")
-        try:
-            import llama_cpp
-            from llama_cpp import _internals
-            from llama_cpp._logger import set_verbose
-        except ImportError as exc:
-            raise ModelNotAvailable(
-                "the llama.cpp backend needs llama-cpp-python (`make install` builds it)"
-            ) from exc
-        set_verbose(False)  # llama.cpp's own log lines only for errors
-        path = os.path.join(source.location, source.gguf_file)
+        model = load_model(source)
+        llama = import_llama()
+        from llama_cpp import _internals
+
         threads = config.threads or os.cpu_count() or 1
-        context_params = llama_cpp.llama_context_default_params()
-        context_params.n_ctx = config.context_tokens
-        context_params.n_batch = context_params.n_ubatch = config.batch_tokens
-        context_params.n_seq_max = config.sequences
-        context_params.kv_unified = True
-        context_params.n_threads = context_params.n_threads_batch = threads
+        params = llama.llama_context_default_params()
+        params.n_ctx = config.context_tokens
+        params.n_batch = params.n_ubatch = config.batch_tokens
+        params.n_seq_max = config.sequences
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = threads
         try:
-            # verbose=True only skips the library's stdout/stderr redirection; set_verbose(False)
-            # has already silenced llama.cpp's log.
-            model = _internals.LlamaModel(
-                path_model=path, params=llama_cpp.llama_model_default_params(), verbose=True
-            )
-            context = _internals.LlamaContext(model=model, params=context_params, verbose=False)
+            context = _internals.LlamaContext(model=model, params=params, verbose=False)
         except ValueError as exc:
-            raise ModelNotAvailable(f"llama.cpp cannot load {path}: {exc}") from exc
+            model.close()
+            raise ModelNotAvailable(f"llama.cpp cannot make a context: {exc}") from exc
         return cls(model, context, source.name, config)
 
     def close(self) -> None:
         """Stop the scheduler and free the context and the model; later use raises."""
-        self._closed = True
+        self._tokens.close()
         self._scheduler.stop()
         self._context.close()
         self._model.close()
-
-    def _check_open(self) -> None:
-        if self._closed:  # the C side would read freed memory
-            raise ModelNotAvailable(f"the llama.cpp model {self.name!r} has been closed")
-
-    def _piece(self, token_id: int) -> str:
-        return self._bytes([token_id], special=False).decode("utf-8", errors="replace")
-
-    def _bytes(self, token_ids: Sequence[int], *, special: bool) -> bytes:
-        self._check_open()
-        size = 64
-        buffer = ctypes.create_string_buffer(size)
-        out = bytearray()
-        for token in token_ids:
-            n = self._llama.llama_token_to_piece(self._vocab_p, token, buffer, size, 0, special)
-            if n > size:  # a piece longer than the buffer: ask again with room for it
-                size, buffer = n, ctypes.create_string_buffer(n)
-                n = self._llama.llama_token_to_piece(self._vocab_p, token, buffer, size, 0, special)
-            out += buffer.raw[: max(n, 0)]
-        return bytes(out)
-
-    def encode(self, text: str) -> list[int]:
-        self._check_open()
-        data = text.encode("utf-8")
-        room = len(data) + 16
-        tokens = (self._llama.llama_token * room)()
-        n = self._llama.llama_tokenize(self._vocab_p, data, len(data), tokens, room, False, True)
-        if n < 0:  # pragma: no cover - a token per byte always fits
-            raise RuntimeError(f"llama.cpp could not tokenize {len(data)} bytes")
-        return list(tokens[:n])
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        # Special tokens (`<|im_end|>`) print as nothing, as transformers' skip_special_tokens.
-        return self._bytes(token_ids, special=False).decode("utf-8", errors="replace")
-
-    def chat_prompt(self, system: str, user: str) -> str | None:
-        if self._template is None:
-            return None
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return self._template.render(messages=messages, add_generation_prompt=True)
 
     def new_session(self) -> LlamaCppSession:
         return LlamaCppSession(self._scheduler, self._scheduler.acquire(), 0)
@@ -336,19 +279,3 @@ class _Scheduler:
         for request in requests:
             self._active.remove(request)
             request.done.set_exception(error)
-
-
-def _chat_template(llama: Any, model: Any) -> jinja2.Template | None:
-    """The GGUF's own chat template, rendered as transformers renders it (sandboxed Jinja)."""
-    raw = llama.llama_model_chat_template(model, None)
-    if not raw:
-        return None
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-    )
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(raw.decode("utf-8"))
