@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -61,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    model_server = commands.add_parser(
+        "model-server", help="run an inference server on the model's GGUF (for the remote backend)"
+    )
+    model_server.add_argument("--host", default="127.0.0.1")
+    model_server.add_argument("--port", type=int, default=8080)
     _add_eval_commands(commands)
 
     args = parser.parse_args(argv)
@@ -75,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_tools(settings)
         if args.command == "tool":
             return asyncio.run(_run_tool(settings, args.name, args.argument))
+        if args.command == "model-server":
+            return _model_server(settings, args.host, args.port)
         if args.command == "eval":
             command = shlex.join(["agent-server", *(sys.argv[1:] if argv is None else argv)])
             return asyncio.run(_eval(settings, args, command))
@@ -218,6 +226,21 @@ async def _eval(settings: Settings, args: argparse.Namespace, command: str) -> i
     print(table)
     print(f"\nresults: {written.json}\ntable: {written.markdown}\nplot: {written.plot}")
     return 0
+
+
+def _model_server(settings: Settings, host: str, port: int) -> int:
+    """Become llama-cpp-python's server (exec: signals reach it directly)."""
+    from agent_server.model_server import command
+    from agent_server.models import resolve
+
+    source = resolve(settings.model, settings.cache_dir)
+    if not source.gguf_file:
+        raise ConfigError(f"the model server needs a GGUF model, not {settings.model!r}")
+    gguf = Path(source.location) / source.gguf_file
+    argv = command(gguf, source.name, host, port, settings.threads)
+    print(f"serving {source.name} on http://{host}:{port}/v1", file=sys.stderr, flush=True)
+    os.execv(argv[0], argv)
+    return 0  # pragma: no cover - execv does not return
 
 
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:

@@ -35,6 +35,7 @@ def build_engine(settings: Settings) -> Engine:
             dtype=settings.dtype,
             threads=settings.threads,
             context_tokens=settings.context_tokens,
+            remote=settings.remote(),
         )
     except BaseException:
         close_registry(tools)

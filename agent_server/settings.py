@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_server.backends import BackendKind
+from agent_server.backends.remote import RemoteConfig
 from agent_server.models import DEFAULT_MODEL
 from tools.registry import TOOL_NAMES, ToolOptions
 
@@ -26,6 +27,13 @@ class Settings(BaseSettings):
     threads: int = Field(default=0, ge=0, description="model threads; 0: the library's default")
     # llama.cpp only: KV cache cells shared by all answers in progress and the cached prompts.
     context_tokens: int = Field(default=16_384, ge=1_024, le=1_048_576)
+    # An inference server speaking OpenAI's completions API (vLLM, TGI, llama.cpp's server):
+    # its base URL (without /v1). Set, and `backend` "auto" or "remote", the model runs there;
+    # `model` still names the GGUF whose vocabulary is read here.
+    remote_url: str | None = None
+    remote_model: str | None = None  # the name the server knows the model by; None: `model`
+    remote_api_key: SecretStr = SecretStr("")
+    remote_top_k: int = Field(default=10, ge=1, le=20)
     # Converted model folders and assembled GGUFs; safe to delete, rebuilt on next start.
     cache_dir: Path = Path.home() / ".cache" / "agent-server"
     # What must survive: the conversations database. Not a cache: never deleted by us.
@@ -113,6 +121,18 @@ class Settings(BaseSettings):
         if self.search_backend == "local" and self.search_corpus is None:
             raise ValueError("search_backend 'local' needs search_corpus (AGENT_SEARCH_CORPUS)")
         return self
+
+    def remote(self) -> RemoteConfig | None:
+        """The inference server's settings, or None when the model runs here."""
+        if not self.remote_url:
+            return None
+        return RemoteConfig(
+            url=self.remote_url,
+            model=self.remote_model or self.model,
+            api_key=self.remote_api_key.get_secret_value(),
+            top_k=max(self.remote_top_k, self.call_top_k),
+            timeout_s=self.call_timeout_s + 60,
+        )
 
     def tool_options(self) -> ToolOptions:
         return ToolOptions(

@@ -8,6 +8,8 @@ choice and detokenizing included, just no tool call):
 - decode tokens/s: tokens after the first over the time after the first (prefill excluded);
 - prefill tokens/s: a ~450-token prompt read from scratch, up to its first logits;
 - time to first token: from the request to the first token of a short prompt;
+- per call: from a tool result's tokens to the next logits, 8 tokens into an answer (a remote
+  backend sends its text again and relies on the server's prompt cache);
 - aggregate tokens/s with 1, 4 and 8 answers at once (each writing up to --tokens tokens):
   llama.cpp decodes their steps in one batch, transformers takes turns on one thread.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -32,10 +35,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent_server.backends import load_backend
+from agent_server.backends import Backend, load_backend
+from agent_server.backends.remote import RemoteConfig
 from agent_server.decoding import Sampling
 from agent_server.engine import Engine
 from agent_server.events import FinalEvent, TokenEvent
+from agent_server.model_server import running
 from agent_server.models import resolve
 from agent_server.prompts import Prompt, Rendered
 from agent_server.settings import Settings
@@ -49,7 +54,8 @@ PREFILL = " ".join(
     for i in range(18)
 )
 LEVELS = (1, 4, 8)
-KINDS = ("llamacpp", "transformers")
+# remote: llama-cpp-python's own server on the same GGUF, started here on loopback.
+KINDS = ("llamacpp", "transformers", "remote")
 
 
 @dataclass
@@ -59,6 +65,7 @@ class Row:
     prefill_tok_s: float
     first_token_ms: float
     aggregate_tok_s: dict[int, float] = field(default_factory=dict)
+    splice_ms: float | None = None  # a tool result's tokens to the next logits
 
 
 @dataclass
@@ -136,12 +143,38 @@ async def aggregate(engine: Engine, clients: int, tokens: int) -> float:
     return generated / (time.perf_counter() - started)
 
 
+def splice_ms(backend: Backend) -> float:
+    """Milliseconds from a tool result's tokens to the next logits, 8 tokens into an answer:
+    what a call costs the backend (a remote one sends the text again)."""
+    session = backend.new_session()
+    logits = session.feed(backend.encode(chat(LONG)))
+    for _ in range(8):
+        logits = session.feed([int(logits.argmax())])
+    result = backend.encode(" → 4096]")
+    started = time.perf_counter()
+    session.feed(result)
+    return 1000 * (time.perf_counter() - started)
+
+
 def ours(kind: str, settings: Settings, threads: int, tokens: int, repeats: int) -> Row:
-    backend, _ = load_backend(settings.model, settings.cache_dir, kind=kind, threads=threads)  # type: ignore[arg-type]
-    engine = Engine(backend, {}, Prompt("chat"))
-    try:
+    with contextlib.ExitStack() as stack:
+        remote = None
+        if kind == "remote":  # llama-cpp-python's server on the same GGUF, on loopback
+            source = resolve(settings.model, settings.cache_dir)
+            gguf = Path(source.location) / str(source.gguf_file)
+            url = stack.enter_context(running(gguf, source.name, threads))
+            remote = RemoteConfig(url=url, model=source.name)
+        backend, _ = load_backend(
+            settings.model,
+            settings.cache_dir,
+            kind=kind,  # type: ignore[arg-type]
+            threads=threads,
+            remote=remote,
+        )
+        engine = Engine(backend, {}, Prompt("chat"), owns_backend=True)
+        stack.callback(engine.close)
         asyncio.run(complete(engine, chat("Warm up."), 8))
-        decode, prefill, ttft = [], [], []
+        decode, prefill, ttft, splices = [], [], [], []
         for _ in range(repeats):
             _, final = asyncio.run(complete(engine, chat(LONG), tokens))
             per_token = final.timings.decode_s / max(1, final.usage.completion_tokens)
@@ -150,18 +183,18 @@ def ours(kind: str, settings: Settings, threads: int, tokens: int, repeats: int)
             _, read = asyncio.run(complete(engine, PREFILL, 1))
             prefill.append(read.usage.prompt_tokens / read.timings.prefill_s)
             ttft.append(asyncio.run(complete(engine, chat("Hi!"), 1))[0])
+            splices.append(splice_ms(backend))
         levels = {
             n: statistics.median(asyncio.run(aggregate(engine, n, tokens)) for _ in range(repeats))
             for n in LEVELS
         }
-    finally:
-        engine.close()
     return Row(
         f"agent-server, {kind}",
         statistics.median(decode),
         statistics.median(prefill),
         1000 * statistics.median(ttft),
         levels,
+        statistics.median(splices),
     )
 
 
@@ -190,8 +223,9 @@ def markdown(figures: Figures) -> str:
     lines = [
         f"model: {figures.model}, {figures.threads} threads, up to {figures.tokens} new tokens, "
         f"median of {figures.repeats} runs\n",
-        f"| | decode tok/s | of the ceiling | prefill tok/s | first token ms | {levels} |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(LEVELS),
+        f"| | decode tok/s | of the ceiling | prefill tok/s | first token ms | per call ms "
+        f"| {levels} |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(LEVELS),
     ]
     for row in figures.rows:
         aggregate = " | ".join(
@@ -199,7 +233,8 @@ def markdown(figures: Figures) -> str:
         )
         lines.append(
             f"| {row.name} | {row.decode_tok_s:.1f} | {figures.share_of_ceiling(row):.0%} "
-            f"| {row.prefill_tok_s:.0f} | {row.first_token_ms:.0f} | {aggregate} |"
+            f"| {row.prefill_tok_s:.0f} | {row.first_token_ms:.0f} "
+            f"| {'–' if row.splice_ms is None else f'{row.splice_ms:.0f}'} | {aggregate} |"
         )
     return "\n".join(lines)
 

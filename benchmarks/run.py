@@ -4,8 +4,9 @@ Runs, in this order, each script's `measure` function:
 
 - benchmarks/engine.py, the model in this process: its load time, raw decode, the engine's
   overhead per token and per call, and the engine against the naive re-encoding loop;
-- benchmarks/backends.py: llama.cpp's own decoding (the ceiling) against ours on each backend:
-  decode and prefill tokens/s, time to first token, tokens/s with 1, 4 and 8 answers at once;
+- benchmarks/backends.py: llama.cpp's own decoding (the ceiling) against ours on each backend
+  (llama.cpp, transformers, and remote: llama-cpp-python's server on loopback): decode and
+  prefill tokens/s, time to first token, cost per call, tokens/s with 1, 4 and 8 at once;
 - benchmarks/tool_latency.py: each tool through `tools.base.invoke`, on the 2,067 SQuAD
   paragraphs only (its 200k-document cases are the script's own table);
 - benchmarks/load.py: a service of its own under concurrent clients, and the server process's
@@ -139,6 +140,11 @@ def backend_figures(f: backends.Figures) -> list[Figure]:
                 f"prefill / first token on {kind}",
                 f"{row.prefill_tok_s:.0f} tokens/s / {row.first_token_ms:.0f} ms",
                 f"a ~450-token prompt from scratch / a short chat prompt; {runs}",
+            ),
+            Figure(
+                f"per call on {kind}",
+                f"{row.splice_ms:.0f} ms",
+                f"a tool result's tokens to the next logits, 8 tokens into an answer; {runs}",
             ),
             Figure(
                 f"{levels} answers at once on {kind}",

@@ -19,6 +19,8 @@ import pytest
 from agent_server.backends import Backend, load_backend
 from agent_server.engine import Engine
 from agent_server.evals.scoring import last_number
+from agent_server.model_server import running
+from agent_server.models import resolve
 from agent_server.prompts import Prompt
 from agent_server.settings import Settings
 from tools.calculator import Calculator
@@ -29,10 +31,24 @@ KINDS = ["llamacpp", "transformers"]
 PROMPT = "Question: What is the capital of France?\nAnswer: The capital of France is"
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module")
+def inference_server() -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server on the default GGUF, on loopback."""
+    settings = Settings()
+    source = resolve(settings.model, settings.cache_dir)
+    with running(Path(source.location) / str(source.gguf_file), source.name, threads=2) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=[*KINDS, "remote"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     settings = Settings()
-    loaded, _ = load_backend(settings.model, settings.cache_dir, kind=request.param)
+    if request.param == "remote":
+        url = request.getfixturevalue("inference_server")
+        settings = Settings(remote_url=url)
+    loaded, _ = load_backend(
+        settings.model, settings.cache_dir, kind=request.param, remote=settings.remote()
+    )
     yield loaded
     loaded.close()
 
@@ -59,7 +75,7 @@ def greedy(backend: Backend, prompt: str, steps: int) -> list[int]:
 
 # -- each backend keeps its promises ------------------------------------------------------------
 def test_kind_and_name(backend):
-    assert backend.kind in KINDS and backend.name == Settings().model
+    assert backend.kind in [*KINDS, "remote"] and backend.name == Settings().model
     assert backend.parallel >= 1
 
 
