@@ -3,10 +3,11 @@ and WebGPT mode around that engine: its search, its pages and its budget."""
 
 from __future__ import annotations
 
-from agent_server.backends import load_backend
+from agent_server.backends import Backend, load_backend
 from agent_server.browser import BrowserLimits, OpenPage
 from agent_server.engine import Engine, EngineConfig
 from agent_server.errors import ConfigError
+from agent_server.models import ModelSource
 from agent_server.pages import PageError, PageFetcher
 from agent_server.prompts import Prompt
 from agent_server.readable import Page, plain_page
@@ -25,18 +26,23 @@ def build_tools(settings: Settings) -> dict[str, Tool]:
         raise ConfigError(str(exc)) from exc
 
 
+def load_model(settings: Settings) -> tuple[Backend, ModelSource]:
+    """The model on the backend the settings choose."""
+    return load_backend(
+        settings.model,
+        settings.cache_dir,
+        kind=settings.backend,
+        dtype=settings.dtype,
+        threads=settings.threads,
+        context_tokens=settings.context_tokens,
+        remote=settings.remote(),
+    )
+
+
 def build_engine(settings: Settings) -> Engine:
     tools = build_tools(settings)  # first: a bad tool setting fails before a minute of loading
     try:
-        backend, source = load_backend(
-            settings.model,
-            settings.cache_dir,
-            kind=settings.backend,
-            dtype=settings.dtype,
-            threads=settings.threads,
-            context_tokens=settings.context_tokens,
-            remote=settings.remote(),
-        )
+        backend, source = load_model(settings)
     except BaseException:
         close_registry(tools)
         raise

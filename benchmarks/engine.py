@@ -32,10 +32,10 @@ from typing import TypeVar
 
 import numpy as np
 
-from agent_server.backends import Backend, Logits, Session, Vocabulary, load_backend
+from agent_server.backends import Backend, Logits, Session, Vocabulary
 from agent_server.engine import Engine
 from agent_server.prompts import Prompt
-from agent_server.runtime import build_engine
+from agent_server.runtime import build_engine, load_model
 from agent_server.settings import Settings
 
 QUESTION = "A shop has 12 boxes of 34 pens, gets 1000 more pens, and packs them in 4 bags."
@@ -201,13 +201,7 @@ def raw_decode(real: Backend, steps: int = DECODE_STEPS) -> float:
 def load_time(settings: Settings) -> float:
     """Seconds to load the model alone (tokenizer and weights), dropped again afterwards."""
     started = time.perf_counter()
-    backend, _ = load_backend(
-        settings.model,
-        settings.cache_dir,
-        kind=settings.backend,
-        dtype=settings.dtype,
-        threads=settings.threads,
-    )
+    backend, _ = load_model(settings)
     seconds = time.perf_counter() - started
     del backend
     gc.collect()

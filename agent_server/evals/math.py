@@ -253,7 +253,8 @@ async def run(
         "max_calls": settings.max_calls,
         "call_top_k": settings.call_top_k,
         "prompt_style": settings.prompt_style,
-        "dtype": settings.dtype,
+        "backend": engine.backend.kind,
+        "dtype": settings.dtype,  # transformers only
     }
     took = time.perf_counter() - started
     model = engine.backend.name

@@ -247,7 +247,8 @@ async def run(
         "search_results": settings.search_results,
         "webgpt_policy": settings.webgpt_policy,
         "prompt_style": settings.prompt_style,
-        "dtype": settings.dtype,
+        "backend": engine.backend.kind,
+        "dtype": settings.dtype,  # transformers only
     }
     took = time.perf_counter() - started
     model = engine.backend.name
