@@ -21,17 +21,20 @@ import httpx
 
 
 def command(gguf: Path, alias: str, host: str, port: int, threads: int = 0) -> list[str]:
-    """The server's command line: every position's logits (what its `logprobs` read), a RAM
-    prompt cache, so a request that extends an earlier one is not read from scratch, and
-    requests served in turn: by default a new request cuts off the one streaming, and two
-    answers at once would cut each other off for ever."""
+    """The server's command line: every position's logits (what its `logprobs` read) and a RAM
+    prompt cache, so a request that extends an earlier one is not read from scratch.
+
+    It serves one request at a time, and a new request cuts off the one streaming (its
+    `interrupt_requests`). Turning that off is worse: a stream the remote backend abandons (the
+    engine took another token) is not stopped on disconnect, so it would hold the server until
+    its lookahead is written. Concurrent answers on this server take turns; vLLM or llama.cpp's
+    `llama-server` batch them."""
     threads = threads or os.cpu_count() or 1
     return [
         sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
-        "--host", host, "--port", str(port), "--n_ctx", "8192",
+        "--host", host, "--port", str(port), "--n_ctx", "4096",
         "--n_threads", str(threads), "--n_threads_batch", str(threads),
         "--logits_all", "true", "--cache", "true", "--verbose", "false",
-        "--interrupt_requests", "false",
     ]  # fmt: skip
 
 

@@ -20,9 +20,10 @@ Left out: chat completions (the engine renders its own prompt) and servers' batc
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import weakref
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,12 +175,18 @@ def _close_stream(holder: list[_Stream | None]) -> None:
 
 
 class _Stream:
-    """One streamed completion, read a step at a time."""
+    """One streamed completion, read to its end by a thread of its own and taken a step at a time.
+
+    Reading eagerly matters: a server that serves requests in turn holds its lock until a
+    completion is sent, so a stream left unread (its session waiting on a tool, or on another
+    session) would block every other session behind it.
+    """
 
     def __init__(self, backend: RemoteBackend, client: httpx.Client, body: dict[str, Any]) -> None:
         self._backend = backend
-        self._pending: deque[_Step] = deque()
-        self._done = False
+        self._timeout_s = backend.config.timeout_s
+        self._steps_read: queue.Queue[_Step | Exception | None] = queue.Queue()
+        self._closed = False
         try:
             self._context = client.stream("POST", "/v1/completions", json=body)
             self._response = self._context.__enter__()
@@ -189,37 +196,42 @@ class _Stream:
             detail = self._response.read().decode("utf-8", errors="replace")[:300]
             self.close()
             raise ModelBusy(f"the inference server answered {self._response.status_code}: {detail}")
-        self._lines: Iterator[str] = self._response.iter_lines()
+        threading.Thread(target=self._read, name="remote-stream", daemon=True).start()
 
     def close(self) -> None:
-        if not self._done:
-            self._done = True
+        if not self._closed:
+            self._closed = True
             self._context.__exit__(None, None, None)
 
     def next(self) -> _Step | None:
         """The next step, or None when the completion ended by its length."""
-        while not self._pending:
-            chunk = self._next_chunk()
-            if chunk is None:
-                return None
-            self._pending.extend(self._steps(chunk))
-        return self._pending.popleft()
-
-    def _next_chunk(self) -> dict[str, Any] | None:
         try:
-            for line in self._lines:
+            item = self._steps_read.get(timeout=self._timeout_s)
+        except queue.Empty:
+            self.close()
+            raise ModelBusy(
+                f"the inference server sent nothing for {self._timeout_s:.0f} s"
+            ) from None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def _read(self) -> None:
+        """The reader thread: every chunk's steps into the queue, then None."""
+        try:
+            for line in self._response.iter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
                 choices = json.loads(data).get("choices") or [{}]
-                return dict(choices[0])
-        except (httpx.HTTPError, ValueError) as exc:
-            self.close()
-            raise ModelBusy(f"the inference server's stream broke off: {exc}") from exc
-        self.close()
-        return None
+                for step in self._steps(dict(choices[0])):
+                    self._steps_read.put(step)
+        except (httpx.HTTPError, ValueError, RuntimeError) as exc:
+            if not self._closed:  # closing the stream ends this thread with an error: expected
+                self._steps_read.put(ModelBusy(f"the inference server's stream broke off: {exc}"))
+        self._steps_read.put(None)
 
     def _steps(self, choice: dict[str, Any]) -> list[_Step]:
         steps = []
