@@ -22,7 +22,6 @@ pyproject.toml); the high-level `Llama` class keeps one sequence per context.
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
@@ -38,8 +37,6 @@ from agent_server.backends.base import Logits
 from agent_server.backends.gguf import GgufTokenizer, import_llama, load_model
 from agent_server.errors import ModelBusy, ModelNotAvailable
 from agent_server.models import ModelSource
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -160,8 +157,6 @@ class _Scheduler:
         self._queue: queue.SimpleQueue[_Feed | _Op | None] = queue.SimpleQueue()
         self._active: list[_Feed] = []
         self._stopped = False
-        self.steps = 0  # llama_decode calls, for tests and benchmarks
-        self.batched = 0  # of those, steps that served more than one sequence
         self._thread = threading.Thread(target=self._run, name="llama.cpp", daemon=True)
         self._thread.start()
 
@@ -258,8 +253,6 @@ class _Scheduler:
             n += take
         batch.n_tokens = n
         code = self._llama.llama_decode(self._ctx, batch)
-        self.steps += 1
-        self.batched += len(planned) > 1
         if code != 0:
             for request, _, _ in planned:  # nothing of a failed batch stays in the cache
                 start = request.pos + request.read
