@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request, UploadFile
@@ -33,13 +29,15 @@ from fastapi.responses import Response, StreamingResponse
 from agent_server.decoding import Sampling
 from agent_server.deps import (
     AdmissionDep,
+    DocumentsDep,
     EngineDep,
     MetricsDep,
+    NotReady,
     SettingsDep,
     StoreDep,
     WebGPTDep,
 )
-from agent_server.engine import Engine, final_event
+from agent_server.engine import final_event
 from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
 from agent_server.events import CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
 from agent_server.schemas import (
@@ -48,6 +46,7 @@ from agent_server.schemas import (
     CallItem,
     ConversationDetail,
     ConversationSummary,
+    DocumentHit,
     DocumentInfo,
     ErrorBody,
     ToolInfo,
@@ -55,13 +54,12 @@ from agent_server.schemas import (
 )
 from agent_server.settings import Settings
 from agent_server.store import NewTurn
+from tools.documents import DocumentError
+from tools.retrieval import IndexNotReady, Retrieve
 
 router = APIRouter()
 T = TypeVar("T")
 
-# Uploaded names keep to letters, digits, dot, dash and underscore: no paths, no surprises.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-DOCUMENT_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
 # How often a plain request checks whether its client is still there.
 DISCONNECT_POLL_S = 0.25
 CLIENT_GONE = 499  # nginx's "client closed request": logged, never seen by the client
@@ -172,9 +170,8 @@ async def list_tools(engine: EngineDep) -> list[ToolInfo]:
 
 
 @router.get("/v1/documents", responses={409: {"model": ErrorBody}})
-async def list_documents(settings: SettingsDep) -> list[DocumentInfo]:
-    folder = _documents_folder(settings)
-    return [_info(p) for p in sorted(folder.iterdir()) if p.is_file() and _SAFE_NAME.match(p.name)]
+async def list_documents(documents: DocumentsDep) -> list[DocumentInfo]:
+    return [DocumentInfo.from_local(d) for d in await documents.listing()]
 
 
 @router.post(
@@ -182,17 +179,31 @@ async def list_documents(settings: SettingsDep) -> list[DocumentInfo]:
     status_code=201,
     responses={400: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-async def upload_document(
-    file: UploadFile, engine: EngineDep, settings: SettingsDep
-) -> DocumentInfo:
-    folder = _documents_folder(settings)
-    name = _checked_name(file.filename or "")
+async def upload_document(file: UploadFile, documents: DocumentsDep) -> DocumentInfo:
     data = await file.read()
-    if not data:
-        raise BadRequest(f"{name} is empty")
-    path = await asyncio.to_thread(_write_atomically, folder / name, data)
-    _reindex(engine)
-    return _info(path)
+    return DocumentInfo.from_local(await documents.upload(file.filename or "", data))
+
+
+@router.get(
+    "/v1/documents/search",
+    responses={409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def search_documents(
+    engine: EngineDep,
+    q: Annotated[str, Query(min_length=1, max_length=300, description="what to look for")],
+    k: Annotated[int, Query(ge=1, le=20)] = 3,
+) -> list[DocumentHit]:
+    """The passages of the documents that Retrieve would give the model for `q`, best first."""
+    retrieve = engine.tools.get("Retrieve")
+    if not isinstance(retrieve, Retrieve):
+        raise Conflict("Retrieve is not enabled: set AGENT_DOCUMENTS (and list it in AGENT_TOOLS)")
+    try:
+        hits = await retrieve.search(q, k)
+    except IndexNotReady as exc:
+        raise NotReady(str(exc)) from exc
+    except DocumentError as exc:  # e.g. no document in the folder can be read
+        raise Conflict(str(exc)) from exc
+    return [DocumentHit.from_hit(h) for h in hits]
 
 
 @router.delete(
@@ -200,12 +211,8 @@ async def upload_document(
     status_code=204,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-async def delete_document(document_id: str, engine: EngineDep, settings: SettingsDep) -> Response:
-    path = _documents_folder(settings) / _checked_name(document_id)
-    if not path.is_file():
-        raise NotFound(f"no document {document_id!r}")
-    path.unlink()
-    _reindex(engine)
+async def delete_document(document_id: str, documents: DocumentsDep) -> Response:
+    await documents.delete(document_id)
     return Response(status_code=204)
 
 
@@ -269,46 +276,3 @@ def _sse_frame(kind: str, data: str) -> str:
 
 def _json(model: AskResponse) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
-
-
-def _documents_folder(settings: Settings) -> Path:
-    folder = settings.documents
-    if folder is None or not folder.is_dir():
-        raise Conflict("documents are served from a folder: set AGENT_DOCUMENTS to one")
-    return folder
-
-
-def _checked_name(name: str) -> str:
-    name = Path(name).name
-    if not _SAFE_NAME.match(name):
-        raise BadRequest(
-            f"bad document name {name!r}: use letters, digits, '.', '-' and '_' (up to 128)"
-        )
-    if not name.lower().endswith(DOCUMENT_SUFFIXES):
-        raise BadRequest(f"{name}: documents must be one of {', '.join(DOCUMENT_SUFFIXES)}")
-    return name
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    # Written aside and renamed: a reader (the indexer) never sees half a file.
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _info(path: Path) -> DocumentInfo:
-    stat = path.stat()
-    return DocumentInfo(id=path.name, bytes=stat.st_size, modified=stat.st_mtime)
-
-
-def _reindex(engine: Engine) -> None:
-    retrieve = engine.tools.get("Retrieve")
-    refresh = getattr(retrieve, "refresh", None)
-    if callable(refresh):
-        refresh()

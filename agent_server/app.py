@@ -3,7 +3,7 @@
 The model loads in a background thread after the server starts listening, so `/healthz`
 answers at once and `/readyz` says when the model is ready. Routes live in `api.py` (native)
 and `openai_api.py`; limits, logs and metrics in `admission.py`, `middleware.py`, `metrics.py`;
-conversations in `store.py`.
+conversations and documents in `store.py` (copied to the documents folder by `document_sync.py`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,21 @@ from fastapi.responses import JSONResponse, Response
 from agent_server import api, middleware, openai_api, web_ui
 from agent_server.admission import Admission, Overloaded, RequestTimeout
 from agent_server.deps import EngineDep, MetricsDep, NotReady
+from agent_server.document_sync import DocumentSync
 from agent_server.engine import Engine
-from agent_server.errors import AgentError, BadRequest, Conflict, ModelBusy, NotFound
+from agent_server.errors import (
+    AgentError,
+    BadRequest,
+    Conflict,
+    ModelBusy,
+    NotFound,
+    StoreUnavailable,
+)
 from agent_server.metrics import CONTENT_TYPE, Metrics
 from agent_server.runtime import build_engine, build_webgpt
 from agent_server.schemas import ErrorBody
 from agent_server.settings import Settings
-from agent_server.store import ConversationStore
+from agent_server.store import Store
 from agent_server.webgpt import WebGPT
 
 
@@ -36,11 +44,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        # Conversations live in one SQLite file; opening it (and migrating) is quick but blocks.
-        app.state.store = await asyncio.to_thread(
-            ConversationStore, settings.data_dir / "conversations.db"
+        # Opening the store (and migrating it) is quick but blocks.
+        url = settings.database_url.get_secret_value() if settings.database_url else None
+        app.state.store = store = await asyncio.to_thread(
+            Store.open, url, settings.data_dir / "conversations.db"
         )
         app.state.engine = None
+        app.state.documents = None
+        if settings.documents is not None and settings.documents.is_dir():
+            app.state.documents = DocumentSync(
+                store, settings.documents, lambda: _reindex(app.state.engine)
+            )
+            # Before the model loads, so the first index already holds every upload.
+            await app.state.documents.sync()
         app.state.load_error = None
         app.state.admission = Admission(
             settings.max_active_answers or 1, settings.max_queued_answers
@@ -63,7 +79,12 @@ def create_app(
                 app.state.load_error = f"{type(exc).__name__}: {exc}"
 
         loading = asyncio.create_task(load())
+        syncing = None
+        if app.state.documents is not None:
+            syncing = asyncio.create_task(app.state.documents.run(settings.documents_sync_s))
         yield
+        if syncing is not None:
+            syncing.cancel()
         await loading
         if app.state.engine is not None:
             await app.state.webgpt.aclose()
@@ -78,6 +99,7 @@ def create_app(
 
     @app.exception_handler(NotReady)
     @app.exception_handler(ModelBusy)
+    @app.exception_handler(StoreUnavailable)
     async def not_ready(_: Request, exc: Exception) -> JSONResponse:
         body = ErrorBody(error=str(exc)).model_dump()
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
@@ -116,3 +138,14 @@ def _plain_error(status: int) -> Callable[[Request, Exception], Awaitable[JSONRe
         return JSONResponse(ErrorBody(error=str(exc)).model_dump(), status_code=status)
 
     return handler
+
+
+def _reindex(engine: Engine | None) -> bool:
+    """Have Retrieve re-read its folder; False while there is no engine yet to tell."""
+    if engine is None:
+        return False
+    retrieve = engine.tools.get("Retrieve")
+    refresh = getattr(retrieve, "refresh", None)
+    if callable(refresh):
+        refresh()
+    return True

@@ -11,11 +11,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from agent_server.admission import Admission
+from agent_server.document_sync import DocumentSync
 from agent_server.engine import Engine
-from agent_server.errors import AgentError
+from agent_server.errors import AgentError, Conflict
 from agent_server.metrics import Metrics
 from agent_server.settings import Settings
-from agent_server.store import ConversationStore
+from agent_server.store import Store
 from agent_server.webgpt import WebGPT
 
 
@@ -52,9 +53,16 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-def get_store(request: Request) -> ConversationStore:
-    store: ConversationStore = request.app.state.store
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
     return store
+
+
+def get_documents(request: Request) -> DocumentSync:
+    documents: DocumentSync | None = request.app.state.documents
+    if documents is None:
+        raise Conflict("documents are served from a folder: set AGENT_DOCUMENTS to one")
+    return documents
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
@@ -62,4 +70,5 @@ WebGPTDep = Annotated[WebGPT, Depends(get_webgpt)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-StoreDep = Annotated[ConversationStore, Depends(get_store)]
+StoreDep = Annotated[Store, Depends(get_store)]
+DocumentsDep = Annotated[DocumentSync, Depends(get_documents)]

@@ -3,6 +3,7 @@
     AgentError
       ├── ModelNotAvailable   the configured model cannot be found, verified or loaded
       ├── ModelBusy           the model has no room for another answer right now (503)
+      ├── StoreUnavailable    the database cannot be reached right now (503)
       ├── ConfigError         the settings ask for something that cannot be built
       ├── BadRequest          a request is well-formed but cannot be served as asked (400)
       ├── NotFound            the named resource does not exist (404)
@@ -24,6 +25,10 @@ class ModelNotAvailable(AgentError):
 
 class ModelBusy(AgentError):
     """The model has no room for another answer right now (its context or sequences are full)."""
+
+
+class StoreUnavailable(AgentError):
+    """The database (PostgreSQL) cannot be reached right now; the request may be retried."""
 
 
 class ConfigError(AgentError):

@@ -9,8 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_server.citations import Quote, references
+from agent_server.document_sync import LocalDocument
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.store import Conversation, ConversationInfo, Turn
+from tools.retrieval import Hit
 
 
 class AskRequest(BaseModel):
@@ -127,7 +129,23 @@ class ToolInfo(BaseModel):
 class DocumentInfo(BaseModel):
     id: str
     bytes: int
-    modified: float
+    modified: float  # seconds since the epoch, of this replica's copy
+
+    @classmethod
+    def from_local(cls, doc: LocalDocument) -> DocumentInfo:
+        return cls(id=doc.name, bytes=doc.bytes, modified=doc.modified)
+
+
+class DocumentHit(BaseModel):
+    document: str  # the document's id within the corpus
+    title: str
+    text: str  # the passage, verbatim
+    score: float  # the fused score Retrieve ranks by: comparable within one search only
+
+    @classmethod
+    def from_hit(cls, hit: Hit) -> DocumentHit:
+        p = hit.passage
+        return cls(document=p.doc_id, title=p.title, text=p.text, score=hit.score)
 
 
 class ErrorBody(BaseModel):

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "agent-server"
     # What must survive: the conversations database. Not a cache: never deleted by us.
     data_dir: Path = Path.home() / ".local" / "share" / "agent-server"
+    # Conversations and uploaded documents: unset, the SQLite file data_dir/conversations.db;
+    # `postgresql://user:password@host/db` to share them between replicas (`sqlite:///path`
+    # names another SQLite file).
+    database_url: SecretStr | None = None
     # Search's and Retrieve's indexes (rebuilt when missing or stale); default cache_dir/index.
     index_dir: Path | None = None
     prompt_style: Literal["auto", "chat", "plain"] = "auto"
@@ -59,7 +63,11 @@ class Settings(BaseSettings):
     search_safesearch: Literal["on", "moderate", "off"] = "moderate"
     search_results: int = Field(default=3, ge=1, le=10)
     # The user's own documents for Retrieve: a folder, a file, or a JSONL of {doc_id,title,text}.
+    # A folder also takes uploads, which the database keeps and every replica copies here.
     documents: Path | None = None
+    # How often a replica copies uploads other replicas took (and their deletions) from the
+    # database; listing the documents also does it at once.
+    documents_sync_s: float = Field(default=5.0, gt=0, le=3600)
 
     # WebGPT mode. "builtin" browses by a fixed plan (search, open the top results, quote the
     # best passage of each) since a small model cannot drive a browser reliably; "model" lets

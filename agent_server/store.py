@@ -1,40 +1,41 @@
-"""Conversations and their turns, kept in one SQLite file.
+"""Conversations, their turns and the uploaded documents, in one database (`databases.py`).
 
-    ConversationStore     create · get · list · delete · add_turn · history · close
+    Store                 open · create · get · list · delete · add_turn · history
+                          put_document · delete_document · documents · document_content · close
     ConversationNotFound  (an AgentError) the id names no conversation, or is not an id at all
+
+SQLite by default, PostgreSQL when `AGENT_DATABASE_URL` says so: service replicas then share
+one store, which is all the state they have (a replica's document folder and retrieval index
+are copies, kept in step by `document_sync.py`).
 
 A turn is written once, when its answer is final, in one transaction that also bumps the
 conversation's `updated_at` (and titles it from its first question): a crash mid-answer leaves
-nothing behind, never half a turn. Every call runs on one dedicated thread that owns the only
-connection, in the order the calls were made, so the event loop never waits on the disk and
-positions within a conversation are handed out one at a time (`BEGIN IMMEDIATE` keeps that true
-even with a second process on the same file).
+nothing behind, never half a turn. That update takes the conversation's row lock first, so
+replicas appending to one conversation get its positions one at a time.
 
-The file is in WAL mode (readers never block the writer) with `synchronous=FULL`: a commit
-is fsynced, so even a power cut loses no finished turn. The usual WAL choice, NORMAL, only saves
-that fsync; here there is one write per answer and an answer takes seconds, so it would save
-nothing anyone could notice. The schema's version is `PRAGMA user_version`; `_MIGRATIONS[i]`
-takes a file from version i to i + 1, and opening runs the pending ones in one transaction that
-also reads the version. Opening waits (it belongs in the lifespan, before serving); every other
-call is async. Left out: search, editing or branching turns, a cap on conversations kept.
+A deleted document stays as a tombstone without its content, so that every replica that kept a
+copy learns to remove it, even one that was down at the time.
+
+Opening waits (it belongs in the lifespan, before serving) and runs the pending schema
+migrations; every other call is async. Left out: search, editing or branching turns, a cap on
+conversations kept.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
+import hashlib
 import json
 import re
-import sqlite3
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent_server.errors import ConfigError, NotFound
+from agent_server.databases import Database, Migrations, Sql, open_database
+from agent_server.errors import NotFound
 from agent_server.events import FinalEvent
 
 T = TypeVar("T")
@@ -44,7 +45,7 @@ _ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as `create` makes them
 TITLE_CHARS = 80
 
 # Statements, not scripts: `executescript` would commit, and a migration is one transaction.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+SQLITE_MIGRATIONS: Migrations = (
     (
         """CREATE TABLE conversations (
         id         TEXT PRIMARY KEY,
@@ -71,8 +72,52 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # WebGPT mode's quotes, which the answer's [n] markers cite
         "ALTER TABLE turns ADD COLUMN quotes TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(quotes))",
     ),
+    (
+        """CREATE TABLE documents (
+        name     TEXT PRIMARY KEY,
+        content  BLOB,              -- NULL: deleted, kept as a tombstone
+        bytes    INTEGER NOT NULL,
+        sha256   TEXT NOT NULL,
+        modified TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    ),
 )
-SCHEMA_VERSION = len(_MIGRATIONS)
+# The same tables in PostgreSQL's own types; one migration so far (its history starts here).
+POSTGRES_MIGRATIONS: Migrations = (
+    (
+        """CREATE TABLE conversations (
+        id         TEXT PRIMARY KEY,
+        title      TEXT,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+        "CREATE INDEX conversations_by_update ON conversations (updated_at)",
+        """CREATE TABLE turns (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        position   INTEGER NOT NULL,
+        question   TEXT NOT NULL,
+        answer     TEXT NOT NULL,
+        text       TEXT NOT NULL,
+        trace      JSONB NOT NULL,
+        mode       TEXT NOT NULL,
+        model      TEXT NOT NULL,
+        usage      JSONB NOT NULL,
+        timings    JSONB NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        quotes     JSONB NOT NULL DEFAULT '[]',
+        PRIMARY KEY (conversation_id, position)
+    )""",
+        """CREATE TABLE documents (
+        name     TEXT PRIMARY KEY,
+        content  BYTEA,
+        bytes    BIGINT NOT NULL,
+        sha256   TEXT NOT NULL,
+        modified TIMESTAMPTZ NOT NULL
+    )""",
+    ),
+)
+MIGRATIONS = {"sqlite": SQLITE_MIGRATIONS, "postgresql": POSTGRES_MIGRATIONS}
+SCHEMA_VERSION = len(SQLITE_MIGRATIONS)  # of a SQLite file
 
 
 class ConversationNotFound(NotFound):
@@ -139,31 +184,40 @@ class Conversation:
     turns: tuple[Turn, ...]
 
 
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document's metadata; `deleted` for a tombstone."""
+
+    name: str
+    bytes: int
+    sha256: str
+    modified: datetime
+    deleted: bool = False
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class ConversationStore:
-    def __init__(self, path: Path | str, clock: Callable[[], datetime] = _utc_now) -> None:
-        """Open (or create) the file and bring its schema up to date; waits until done."""
-        self.path = Path(path)
+class Store:
+    def __init__(self, database: Database, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.database = database
         self._clock = clock
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
-        self._closed = False
-        try:
-            # Made on the store's thread and only ever used there, through `_run`.
-            self._conn = self._executor.submit(self._open).result()
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            raise
 
-    # -- the API: each call queues one function for the store's thread -------------------------
+    @classmethod
+    def open(
+        cls, url: str | None, default_path: Path, clock: Callable[[], datetime] = _utc_now
+    ) -> Store:
+        """The store `url` names (see `open_database`), migrated; waits until done."""
+        return cls(open_database(url, default_path, MIGRATIONS), clock)
+
+    # -- conversations --------------------------------------------------------------------------
 
     async def create(self, title: str | None = None) -> ConversationInfo:
         cid, now = uuid.uuid4().hex, self._now()
         title = _title(title or "") or None
-        await self._run(
-            lambda c: c.execute(
+        await self.database.run(
+            lambda sql: sql.execute(
                 "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?,?,?,?)",
                 (cid, title, now, now),
             )
@@ -173,15 +227,15 @@ class ConversationStore:
     async def get(self, conversation_id: str) -> Conversation | None:
         """The conversation with its turns in order, or None."""
         cid = _checked(conversation_id)
-        return None if cid is None else await self._run(lambda c: _get(c, cid))
+        return None if cid is None else await self.database.run(lambda sql: _get(sql, cid))
 
     async def list(self, limit: int = 50, offset: int = 0) -> builtins.list[ConversationInfo]:
         """Conversations, the most recently updated first."""
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        rows = await self._run(
-            lambda c: c.execute(
-                f"{_INFO} ORDER BY c.updated_at DESC, c.rowid DESC LIMIT ? OFFSET ?",
+        rows = await self.database.run(
+            lambda sql: sql.execute(
+                f"{_INFO} ORDER BY c.updated_at DESC, c.created_at DESC, c.id LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
         )
@@ -192,8 +246,8 @@ class ConversationStore:
         cid = _checked(conversation_id)
         if cid is None:
             return False
-        cursor = await self._run(
-            lambda c: c.execute("DELETE FROM conversations WHERE id=?", (cid,))
+        cursor = await self.database.run(
+            lambda sql: sql.execute("DELETE FROM conversations WHERE id=?", (cid,))
         )
         return cursor.rowcount > 0
 
@@ -207,47 +261,64 @@ class ConversationStore:
             *(turn.model, _json(dict(turn.usage)), _json(dict(turn.timings)), self._now()),
             _json(list(turn.quotes)),
         )
-        row = await self._run(lambda c: _transaction(c, lambda: _add(c, cid, values)))
+        row = await self.database.run(lambda sql: sql.transaction(lambda: _add(sql, cid, values)))
         return _turn(row)
 
     async def history(self, conversation_id: str, max_turns: int) -> builtins.list[tuple[str, str]]:
         """(question, answer) of the last `max_turns` turns, oldest first."""
         cid = _require(conversation_id)
-        return await self._run(lambda c: _history(c, cid, max(max_turns, 0)))
+        return await self.database.run(lambda sql: _history(sql, cid, max(max_turns, 0)))
+
+    # -- documents ------------------------------------------------------------------------------
+
+    async def put_document(self, name: str, content: bytes) -> StoredDocument:
+        """Add or replace a document (and bring back a deleted one)."""
+        doc = StoredDocument(name, len(content), hashlib.sha256(content).hexdigest(), self._clock())
+        await self.database.run(
+            lambda sql: sql.execute(
+                "INSERT INTO documents (name, content, bytes, sha256, modified) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (name) DO UPDATE SET content=excluded.content,"
+                " bytes=excluded.bytes, sha256=excluded.sha256, modified=excluded.modified",
+                (name, content, doc.bytes, doc.sha256, _stamp(doc.modified)),
+            )
+        )
+        return doc
+
+    async def delete_document(self, name: str) -> bool:
+        """Leave a tombstone in its place; False if there was no such document."""
+        cursor = await self.database.run(
+            lambda sql: sql.execute(
+                "UPDATE documents SET content=NULL, bytes=0, sha256='', modified=?"
+                " WHERE name=? AND content IS NOT NULL",
+                (self._now(), name),
+            )
+        )
+        return cursor.rowcount > 0
+
+    async def documents(self) -> builtins.list[StoredDocument]:
+        """Every document's metadata, tombstones included, by name."""
+        rows = await self.database.run(
+            lambda sql: sql.execute(
+                "SELECT name, bytes, sha256, modified, content IS NULL FROM documents ORDER BY name"
+            ).fetchall()
+        )
+        return [StoredDocument(n, b, s, _time(m), bool(d)) for n, b, s, m, d in rows]
+
+    async def document_content(self, name: str) -> bytes | None:
+        """The document's bytes; None if there is none (or it was deleted)."""
+        row = await self.database.run(
+            lambda sql: sql.execute(
+                "SELECT content FROM documents WHERE name=?", (name,)
+            ).fetchone()
+        )
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def close(self) -> None:
-        """Finish the queued calls, then close the file. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self._executor.submit(self._conn.close)
-        self._executor.shutdown(wait=True)
-
-    # -- on the store's thread ------------------------------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit: transactions are explicit (BEGIN IMMEDIATE … COMMIT), never implied.
-            # check_same_thread stays on: the connection is made and used on this thread only.
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the conversation store {self.path}: {exc}") from exc
-        try:
-            _prepare(conn, self.path)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed:
-            raise RuntimeError("the conversation store is closed")
-        conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        """Finish the queued calls, then close the database. Safe to call twice."""
+        self.database.close()
 
     def _now(self) -> str:
-        return self._clock().astimezone(UTC).isoformat(timespec="microseconds")
+        return _stamp(self._clock())
 
 
 _INFO = (
@@ -260,76 +331,38 @@ _TURN_COLUMNS = (
 )
 
 
-def _prepare(conn: sqlite3.Connection, path: Path) -> None:
-    try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        if mode != "wal":
-            raise ConfigError(f"{path}: SQLite would not use WAL mode here (got {mode!r})")
-        # The version is read inside the write transaction: two processes opening a new file
-        # at once migrate it once.
-        _transaction(conn, lambda: _migrate(conn, path))
-    except sqlite3.DatabaseError as exc:  # e.g. the file is not a database
-        raise ConfigError(f"{path} is not a usable SQLite file: {exc}") from exc
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
-        raise ConfigError(
-            f"{path} has schema version {version}; this version knows up to {SCHEMA_VERSION}"
-        )
-    for statements in _MIGRATIONS[version:]:
-        for statement in statements:
-            conn.execute(statement)
-    if version < SCHEMA_VERSION:
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # an int of ours, not input
-
-
-def _transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")  # take the write lock now, not halfway through
-    try:
-        result = body()
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def _add(conn: sqlite3.Connection, cid: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
+def _add(sql: Sql, cid: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
     question, now = values[0], values[-2]
-    # The update doubles as the existence check, and runs first so a failing insert undoes it.
-    updated = conn.execute(
+    # The update doubles as the existence check and takes the row's lock; it runs first so a
+    # failing insert undoes it.
+    updated = sql.execute(
         "UPDATE conversations SET updated_at=?, title=COALESCE(title, ?) WHERE id=?",
         (now, _title(question) or None, cid),
     )
     if updated.rowcount == 0:
         raise ConversationNotFound(f"no conversation {cid}")
-    (position,) = conn.execute(
+    (position,) = sql.execute(
         "SELECT COALESCE(MAX(position) + 1, 0) FROM turns WHERE conversation_id=?", (cid,)
     ).fetchone()
     row = (cid, position, *values)
-    conn.execute(f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({','.join('?' * len(row))})", row)
+    sql.execute(f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({','.join('?' * len(row))})", row)
     return row
 
 
-def _get(conn: sqlite3.Connection, cid: str) -> Conversation | None:
-    row = conn.execute(f"{_INFO} WHERE c.id=?", (cid,)).fetchone()
+def _get(sql: Sql, cid: str) -> Conversation | None:
+    row = sql.execute(f"{_INFO} WHERE c.id=?", (cid,)).fetchone()
     if row is None:
         return None
-    rows = conn.execute(
+    rows = sql.execute(
         f"SELECT {_TURN_COLUMNS} FROM turns WHERE conversation_id=? ORDER BY position", (cid,)
     ).fetchall()
     return Conversation(_info(row), tuple(_turn(r) for r in rows))
 
 
-def _history(conn: sqlite3.Connection, cid: str, max_turns: int) -> list[tuple[str, str]]:
-    if conn.execute("SELECT 1 FROM conversations WHERE id=?", (cid,)).fetchone() is None:
+def _history(sql: Sql, cid: str, max_turns: int) -> list[tuple[str, str]]:
+    if sql.execute("SELECT 1 FROM conversations WHERE id=?", (cid,)).fetchone() is None:
         raise ConversationNotFound(f"no conversation {cid}")
-    rows = conn.execute(
+    rows = sql.execute(
         "SELECT question, answer FROM turns WHERE conversation_id=? ORDER BY position DESC LIMIT ?",
         (cid, max_turns),
     ).fetchall()
@@ -349,13 +382,13 @@ def _turn(row: tuple[Any, ...]) -> Turn:
         question,
         answer,
         text,
-        tuple(json.loads(trace)),
+        tuple(_loads(trace)),
         mode,
         model,
-        json.loads(usage),
-        json.loads(timings),
+        _loads(usage),
+        _loads(timings),
         _time(created),
-        tuple(json.loads(quotes)),
+        tuple(_loads(quotes)),
     )
 
 
@@ -363,8 +396,18 @@ def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _time(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp)
+def _loads(value: Any) -> Any:
+    # SQLite keeps JSON as text; PostgreSQL's JSONB comes back parsed.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _stamp(moment: datetime) -> str:
+    # ISO 8601 in UTC at a fixed width: sorts as text in SQLite, parses as TIMESTAMPTZ.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _time(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 def _title(text: str) -> str:

@@ -5,6 +5,7 @@ The real-model engine is built once per test session (the model loads once, as i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -24,6 +25,24 @@ pytest_plugins = ["fixture_web"]
 def _private_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Every test's settings keep conversations in a fresh folder, never in the user's home."""
     monkeypatch.setenv("AGENT_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server (Debian's), started once for the whole run; its base URL."""
+    import postgres_server
+
+    with postgres_server.running() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> str:
+    """A new, empty database on the test run's server, for one test; its URL."""
+    import postgres_server
+
+    name = f"t{uuid.uuid4().hex[:16]}"
+    return postgres_server.create_database(postgres_url, name)
 
 
 @pytest.fixture

@@ -1,22 +1,31 @@
-"""The conversation store on a real SQLite file in tmp_path."""
+"""The store on a real SQLite file in tmp_path, and on a real PostgreSQL server (`postgres_url`).
+
+The tests that take `store` or `target` run on both; the rest are about SQLite's file.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
+from agent_server.databases import SqliteDatabase
 from agent_server.errors import AgentError, ConfigError
 from agent_server.events import FinalEvent, ResultEvent, Timings, Usage
 from agent_server.store import (
-    _MIGRATIONS,
     SCHEMA_VERSION,
+    SQLITE_MIGRATIONS,
     ConversationNotFound,
-    ConversationStore,
     NewTurn,
+    Store,
 )
+
+# What a NOT NULL column given None raises, by database.
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.errors.IntegrityError)
 
 
 class Clock:
@@ -35,11 +44,23 @@ def path(tmp_path):
     return tmp_path / "nested" / "folder" / "conversations.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, path):
+    """(url, path) for `Store.open`: a SQLite file, or a fresh database on the test server."""
+    if request.param == "sqlite":
+        return None, path
+    return request.getfixturevalue("postgres_database"), path
+
+
 @pytest.fixture
-def store(path):
-    opened = ConversationStore(path, clock=Clock())
+def store(target):
+    opened = Store.open(*target, clock=Clock())
     yield opened
     opened.close()
+
+
+def rows(store, query):
+    return asyncio.run(store.database.run(lambda sql: sql.execute(query).fetchall()))
 
 
 def turn(question="What is 2+2?", answer="4.", **kwargs):
@@ -126,7 +147,7 @@ def test_list_is_newest_first_with_turn_counts_and_pages(store):
         asyncio.run(store.list(limit=-1))
 
 
-def test_delete_cascades_to_turns(store, path):
+def test_delete_cascades_to_turns(store):
     async def go():
         keep, drop = (await store.create()).id, (await store.create()).id
         for cid in (keep, drop, drop):
@@ -135,12 +156,7 @@ def test_delete_cascades_to_turns(store, path):
         return keep
 
     keep = asyncio.run(go())
-    store.close()
-    raw = sqlite3.connect(path)
-    try:
-        assert raw.execute("SELECT conversation_id FROM turns").fetchall() == [(keep,)]
-    finally:
-        raw.close()
+    assert rows(store, "SELECT conversation_id FROM turns") == [(keep,)]
 
 
 def test_history_is_the_last_turns_oldest_first(store):
@@ -161,8 +177,8 @@ def test_history_is_the_last_turns_oldest_first(store):
     assert len(everything) == 5
 
 
-def test_everything_survives_a_restart(path):
-    first = ConversationStore(path)
+def test_everything_survives_a_restart(target):
+    first = Store.open(*target)
 
     async def write():
         cid = (await first.create()).id
@@ -175,7 +191,7 @@ def test_everything_survives_a_restart(path):
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(first.get(cid))
 
-    second = ConversationStore(path)
+    second = Store.open(*target)
     try:
         assert asyncio.run(second.get(cid)) == before
         assert asyncio.run(second.history(cid, 6)) == [("q", "a")]
@@ -191,7 +207,7 @@ def test_a_failed_add_turn_leaves_nothing_written(store):
         with pytest.raises(TypeError):  # not JSON: fails before the transaction begins
             await store.add_turn(info.id, turn(trace=[{"x": object()}]))
         # Fails inside the transaction, after updated_at was bumped: all of it is rolled back.
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(INTEGRITY_ERRORS):
             await store.add_turn(info.id, turn(answer=None))
         return before, await store.get(info.id)
 
@@ -202,7 +218,7 @@ def test_a_failed_add_turn_leaves_nothing_written(store):
 def test_a_failed_first_turn_does_not_title_the_conversation(store):
     async def go():
         cid = (await store.create()).id
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(INTEGRITY_ERRORS):
             await store.add_turn(cid, turn("Would be the title", answer=None))
         return await store.get(cid)
 
@@ -219,11 +235,16 @@ def test_concurrent_add_turns_get_unique_ordered_positions(store):
     added, got = asyncio.run(go())
     assert sorted(t.position for t in added) == list(range(40))
     assert [t.position for t in got.turns] == list(range(40))
-    assert [t.question for t in got.turns] == [f"q{i}" for i in range(40)]  # in call order
+    assert {t.question for t in got.turns} == {f"q{i}" for i in range(40)}
+    assert [(t.position, t.question) for t in got.turns] == sorted(
+        (t.position, t.question) for t in added
+    )
+    if isinstance(store.database, SqliteDatabase):  # one thread: in call order, too
+        assert [t.question for t in got.turns] == [f"q{i}" for i in range(40)]
 
 
-def test_two_stores_on_one_file_do_not_collide(path):
-    a, b = ConversationStore(path), ConversationStore(path)
+def test_two_stores_on_one_database_do_not_collide(target):
+    a, b = Store.open(*target), Store.open(*target)
     try:
 
         async def go():
@@ -240,8 +261,8 @@ def test_two_stores_on_one_file_do_not_collide(path):
     assert [t.position for t in got.turns] == list(range(20))
 
 
-def test_file_is_in_wal_mode_with_foreign_keys_and_a_schema_version(store, path):
-    store.close()
+def test_file_is_in_wal_mode_with_foreign_keys_and_a_schema_version(path):
+    Store.open(None, path).close()
     raw = sqlite3.connect(path)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -256,7 +277,7 @@ def test_file_is_in_wal_mode_with_foreign_keys_and_a_schema_version(store, path)
 def test_a_version_1_file_gains_quotes_and_keeps_its_turns(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = sqlite3.connect(path)
-    for statement in _MIGRATIONS[0]:
+    for statement in SQLITE_MIGRATIONS[0]:
         raw.execute(statement)
     now = "2026-01-01T00:00:00.000000+00:00"
     raw.execute("INSERT INTO conversations VALUES (hex(zeroblob(16)), 't', ?, ?)", (now, now))
@@ -268,7 +289,7 @@ def test_a_version_1_file_gains_quotes_and_keeps_its_turns(path):
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
-    store = ConversationStore(path)
+    store = Store.open(None, path)
     try:
         (info,) = asyncio.run(store.list())
         conversation = asyncio.run(store.get(info.id))
@@ -278,7 +299,7 @@ def test_a_version_1_file_gains_quotes_and_keeps_its_turns(path):
         store.close()
     raw = sqlite3.connect(path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
     finally:
         raw.close()
 
@@ -296,19 +317,19 @@ def test_quotes_round_trip(store):
 
 
 def test_a_file_from_a_newer_version_is_refused(path):
-    ConversationStore(path).close()
+    Store.open(None, path).close()
     raw = sqlite3.connect(path)
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     raw.close()
     with pytest.raises(ConfigError, match="schema version"):
-        ConversationStore(path)
+        Store.open(None, path)
 
 
 def test_a_file_that_is_not_a_database_is_refused(tmp_path):
     bogus = tmp_path / "not.db"
     bogus.write_bytes(b"definitely not sqlite" * 100)
     with pytest.raises(ConfigError, match="not a usable SQLite file"):
-        ConversationStore(bogus)
+        Store.open(None, bogus)
 
 
 @pytest.mark.parametrize(
@@ -336,3 +357,63 @@ def test_unknown_conversation_is_a_clear_error(store):
     assert isinstance(caught.value, AgentError)
     with pytest.raises(ConversationNotFound):
         asyncio.run(store.history(missing, 3))
+
+
+def test_documents_put_replace_delete_and_tombstone(store):
+    async def go():
+        first = await store.put_document("notes.md", b"# v1")
+        await store.put_document("a.txt", b"alpha")
+        replaced = await store.put_document("notes.md", b"# version two")
+        listed = await store.documents()
+        content = await store.document_content("notes.md")
+        deleted = await store.delete_document("notes.md")
+        again = await store.delete_document("notes.md")
+        missing = await store.delete_document("never.txt")
+        after = await store.documents()
+        gone = await store.document_content("notes.md")
+        revived = await store.put_document("notes.md", b"back")
+        return first, replaced, listed, content, (deleted, again, missing), after, gone, revived
+
+    first, replaced, listed, content, deletes, after, gone, revived = asyncio.run(go())
+    assert first.sha256 != replaced.sha256 and replaced.bytes == len(b"# version two")
+    assert [(d.name, d.bytes, d.deleted) for d in listed] == [
+        ("a.txt", 5, False),
+        ("notes.md", 13, False),
+    ]
+    assert listed[1].sha256 == replaced.sha256 and listed[1].modified == replaced.modified
+    assert content == b"# version two"
+    assert deletes == (True, False, False)
+    assert [(d.name, d.deleted) for d in after] == [("a.txt", False), ("notes.md", True)]
+    assert gone is None
+    assert revived.bytes == 4 and asyncio.run(store.document_content("notes.md")) == b"back"
+
+
+def test_postgres_keeps_its_schema_version_and_refuses_a_newer_one(postgres_database, path):
+    from agent_server.store import POSTGRES_MIGRATIONS
+
+    # Two replicas starting at once: the advisory lock makes one migrate, the other wait.
+    with ThreadPoolExecutor(2) as pool:
+        opened = list(pool.map(lambda _: Store.open(postgres_database, path), range(2)))
+    for store in opened:
+        store.close()
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (len(POSTGRES_MIGRATIONS),)
+        ]
+        conn.execute("UPDATE schema_version SET version = version + 1")
+    with pytest.raises(ConfigError, match="schema version"):
+        Store.open(postgres_database, path)
+
+
+def test_an_unreachable_postgres_is_a_clear_error(path):
+    from agent_server.model_server import free_port
+
+    url = f"postgresql://nobody:secret@127.0.0.1:{free_port()}/none"
+    with pytest.raises(ConfigError, match="cannot use the PostgreSQL database") as caught:
+        Store.open(url, path)
+    assert "secret" not in str(caught.value)  # the password is not in the message
+
+
+def test_a_database_url_of_another_kind_is_refused(path):
+    with pytest.raises(ConfigError, match="AGENT_DATABASE_URL"):
+        Store.open("mysql://localhost/db", path)

@@ -49,6 +49,10 @@ class DocumentError(ValueError):
     """A corpus that cannot be read; the message names the file (and line) at fault."""
 
 
+class EmptyCorpus(DocumentError):
+    """A folder with no document files in it (yet): nothing to index, nothing wrong."""
+
+
 @dataclass(frozen=True)
 class Document:
     doc_id: str
@@ -124,6 +128,8 @@ def load_documents(path: Path) -> Corpus:
         except DocumentError as exc:
             logger.warning("skipping %s", exc)
             skipped.append(Skipped(str(file), str(exc).removeprefix(f"{file}: ")))
+    if not documents and not skipped:
+        raise EmptyCorpus(f"no documents in {path}")
     if not documents:
         reasons = "; ".join(f"{s.source}: {s.reason}" for s in skipped[:3])
         raise DocumentError(

@@ -47,6 +47,7 @@ import numpy as np
 from tools.base import MAX_RESULT_CHARS, ToolError
 from tools.bm25 import Bm25Index
 from tools.documents import (
+    EmptyCorpus,
     Passage,
     Skipped,
     corpus_fingerprint,
@@ -314,6 +315,10 @@ class Background(Generic[T]):
             future.set_exception(exc)
 
 
+class IndexNotReady(ToolError):
+    """The index is still being built; the caller may try again shortly."""
+
+
 class Retrieve:
     """The best passages from the user's documents, each with its document's title and id."""
 
@@ -369,19 +374,28 @@ class Retrieve:
 
     async def __call__(self, argument: str) -> str:
         query = _query(argument, self.max_query_chars)
-        try:
-            index = await self._index.wait(self.wait_s)
-        except TimeoutError:
-            raise ToolError("the documents are still being indexed; try again shortly") from None
-        hits = await asyncio.to_thread(
-            index.search, query, self.results, min_similarity=self.min_similarity
-        )
+        hits = await self.search(query, self.results)
         if not hits:
             raise ToolError(f'nothing in the documents matches "{query}"')
         results = [
             SearchResult(h.passage.title, f"doc://{h.passage.doc_id}", h.passage.text) for h in hits
         ]
         return format_results(results, self.max_chars)
+
+    async def search(self, query: str, k: int) -> list[Hit]:
+        """The `k` best passages for `query` (none below `min_similarity` by meaning alone).
+
+        `IndexNotReady` while the index is still being built after `wait_s`.
+        """
+        try:
+            index = await self._index.wait(self.wait_s)
+        except TimeoutError:
+            raise IndexNotReady(
+                "the documents are still being indexed; try again shortly"
+            ) from None
+        except EmptyCorpus:  # every document deleted, or none uploaded yet
+            return []
+        return await asyncio.to_thread(index.search, query, k, min_similarity=self.min_similarity)
 
     def _open(self) -> HybridIndex:
         return HybridIndex.open(self.documents, self.index_dir, self.embedder)
