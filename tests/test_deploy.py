@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -423,3 +424,64 @@ def test_every_file_the_image_copies_is_in_the_build_context() -> None:
 )
 def test_the_build_context_leaves_out(path: str) -> None:
     assert not in_build_context(path)
+
+
+# --- The `scale` profile: replicas, one inference server, PostgreSQL, a balancer ------------------
+
+
+def scale_services() -> dict[str, dict[str, Any]]:
+    services = compose()["services"]
+    return {name: s for name, s in services.items() if "scale" in s.get("profiles", [])}
+
+
+def test_the_scale_profile_leaves_the_demo_alone() -> None:
+    assert "profiles" not in service(), "`docker compose up` must still start the demo"
+    assert set(scale_services()) == {"postgres", "inference", "replica", "balancer"}
+
+
+def test_replicas_are_valid_settings_pointing_at_the_profiles_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = scale_services()
+    environment = {k: interpolated(v) for k, v in services["replica"]["environment"].items()}
+    for name in [n for n in os.environ if n.startswith("AGENT_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)  # raises if a value does not validate
+
+    database = urllib.parse.urlsplit(settings.database_url.get_secret_value())
+    postgres = {k: interpolated(v) for k, v in services["postgres"]["environment"].items()}
+    assert (database.scheme, database.hostname, database.port) == ("postgresql", "postgres", 5432)
+    assert database.username == postgres["POSTGRES_USER"]
+    assert database.password == postgres["POSTGRES_PASSWORD"]
+    assert database.path == "/" + postgres["POSTGRES_DB"]
+
+    remote = urllib.parse.urlsplit(settings.remote_url or "")
+    command = services["inference"]["command"]
+    assert command[:2] == [".venv/bin/agent-server", "model-server"]
+    assert (remote.hostname, str(remote.port)) == (
+        "inference",
+        command[command.index("--port") + 1],
+    )
+    assert settings.backend == "remote"
+    # The replica reads the vocabulary of the very model the inference server runs.
+    assert environment["AGENT_MODEL"] == interpolated(
+        services["inference"]["environment"]["AGENT_MODEL"]
+    )
+    depends = services["replica"]["depends_on"]
+    assert {k: v["condition"] for k, v in depends.items()} == {
+        "postgres": "service_healthy",
+        "inference": "service_healthy",
+    }
+
+
+def test_the_balancer_spreads_over_the_replicas_and_streams() -> None:
+    services = scale_services()
+    (mount,) = services["balancer"]["volumes"]
+    config = (ROOT / mount["source"]).read_text()
+    port = Settings.model_fields["port"].default
+    assert re.search(rf"server\s+replica:{port}\s+resolve;", config), "upstream: every replica"
+    assert re.search(r"proxy_buffering\s+off;", config), "SSE needs unbuffered proxying"
+    assert re.search(r"proxy_pass\s+http://replicas;", config)
+    assert services["balancer"]["depends_on"] == {"replica": {"condition": "service_healthy"}}
