@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # The user's own documents for Retrieve: a folder, a file, or a JSONL of {doc_id,title,text}.
     # A folder also takes uploads, which the database keeps and every replica copies here.
     documents: Path | None = None
+    # Retrieve's passage embeddings in Qdrant instead of the index folder: a server
+    # (http://qdrant:6333, shared by replicas: the first to index a set of documents embeds
+    # them, the others reuse the collection), or Qdrant's embedded mode (a folder, :memory:).
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr = SecretStr("")
     # How often a replica copies uploads other replicas took (and their deletions) from the
     # database; listing the documents also does it at once.
     documents_sync_s: float = Field(default=5.0, gt=0, le=3600)
@@ -155,4 +160,6 @@ class Settings(BaseSettings):
             search_results=self.search_results,
             documents=self.documents,
             index_dir=self.index_dir or self.cache_dir / "index",
+            qdrant_url=self.qdrant_url,
+            qdrant_api_key=self.qdrant_api_key.get_secret_value() or None,
         )

@@ -436,7 +436,7 @@ def scale_services() -> dict[str, dict[str, Any]]:
 
 def test_the_scale_profile_leaves_the_demo_alone() -> None:
     assert "profiles" not in service(), "`docker compose up` must still start the demo"
-    assert set(scale_services()) == {"postgres", "inference", "replica", "balancer"}
+    assert set(scale_services()) == {"postgres", "qdrant", "inference", "replica", "balancer"}
 
 
 def test_replicas_are_valid_settings_pointing_at_the_profiles_servers(
@@ -469,10 +469,15 @@ def test_replicas_are_valid_settings_pointing_at_the_profiles_servers(
     assert environment["AGENT_MODEL"] == interpolated(
         services["inference"]["environment"]["AGENT_MODEL"]
     )
+    # Qdrant's image has no HTTP client for a health check; a failed index build is retried at
+    # the next search.
+    qdrant = urllib.parse.urlsplit(settings.qdrant_url or "")
+    assert (qdrant.hostname, qdrant.port) == ("qdrant", 6333)
     depends = services["replica"]["depends_on"]
     assert {k: v["condition"] for k, v in depends.items()} == {
         "postgres": "service_healthy",
         "inference": "service_healthy",
+        "qdrant": "service_started",
     }
 
 

@@ -33,6 +33,9 @@ class ToolOptions:
     documents: Path | None = None
     # Where Retrieve keeps its index between runs; rebuilt when the documents change.
     index_dir: Path = Path.home() / ".cache" / "agent-server" / "index"
+    # Retrieve's embeddings in Qdrant (http(s)://host:6333, a folder, :memory:); None: index_dir.
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
 
 
 def _calculator(o: ToolOptions) -> Tool:
@@ -74,7 +77,12 @@ def _retrieve(o: ToolOptions) -> Tool:
 
     if o.documents is None:
         raise ValueError("Retrieve needs the documents to search (AGENT_DOCUMENTS)")
-    return Retrieve(o.documents, o.index_dir)
+    qdrant = None
+    if o.qdrant_url:
+        from tools.vectors import qdrant_client
+
+        qdrant = qdrant_client(o.qdrant_url, o.qdrant_api_key)
+    return Retrieve(o.documents, o.index_dir, qdrant=qdrant)
 
 
 _FACTORIES: dict[str, Callable[[ToolOptions], Tool]] = {

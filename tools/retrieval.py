@@ -15,7 +15,9 @@ codes), the MiniLM embedding finds paraphrases. Each contributes its top `DEPTH`
 
 An index lives in a folder: `passages.jsonl`, `bm25/`, `embeddings.npy` and, written last,
 `manifest.json` with a fingerprint of the corpus files (path, size, mtime), the chunking and the
-embedder. `HybridIndex.open` reloads when the manifest matches and rebuilds otherwise.
+embedder. `HybridIndex.open` reloads when the manifest matches and rebuilds otherwise. Given a
+Qdrant client, the embeddings live in a collection there instead (`vectors.py`), which replicas
+with the same documents share.
 
 Building is CPU-heavy (50 s for SQuAD's 2,067 paragraphs, 3,088 passages, on two cores; a reload
 takes 25 ms), so the tool never builds on the event loop: `Retrieve.start()` begins a build in a
@@ -40,7 +42,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -58,6 +60,10 @@ from tools.documents import (
 )
 from tools.embedder import Embedder, Vectors
 from tools.search import SearchResult, clean_query, format_results
+from tools.vectors import DenseIndex, MatrixIndex, QdrantIndex
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
 
 Mode = Literal["hybrid", "rrf", "bm25", "dense"]
 MODES: tuple[Mode, ...] = ("bm25", "dense", "rrf", "hybrid")
@@ -120,27 +126,42 @@ class HybridIndex:
         self,
         passages: Sequence[Passage],
         bm25: Bm25Index,
-        embeddings: Vectors | None,
+        embeddings: Vectors | DenseIndex | None,  # an array is kept in memory (`MatrixIndex`)
         embedder: Embedder | None,
         skipped: Sequence[Skipped] = (),
     ) -> None:
-        if len(passages) != len(bm25) or (embeddings is not None and len(embeddings) != len(bm25)):
+        dense = MatrixIndex(embeddings) if isinstance(embeddings, np.ndarray) else embeddings
+        if len(passages) != len(bm25) or (dense is not None and len(dense) != len(bm25)):
             raise ValueError("passages, BM25 index and embeddings differ in length")
-        if (embeddings is None) != (embedder is None):
+        if (dense is None) != (embedder is None):
             raise ValueError("embeddings and their embedder come together")
         self.passages = list(passages)
         self.bm25 = bm25
-        self.embeddings = embeddings
+        self.dense = dense
         self.embedder = embedder
         self.skipped = tuple(skipped)
 
+    @property
+    def embeddings(self) -> Vectors | None:
+        """The embeddings when they are kept here (not in Qdrant)."""
+        return self.dense.embeddings if isinstance(self.dense, MatrixIndex) else None
+
     @classmethod
     def build(
-        cls, passages: Sequence[Passage], embedder: Embedder | None, skipped: Sequence[Skipped] = ()
+        cls,
+        passages: Sequence[Passage],
+        embedder: Embedder | None,
+        skipped: Sequence[Skipped] = (),
+        *,
+        qdrant: QdrantClient | None = None,  # where the embeddings go; None: here
     ) -> HybridIndex:
         texts = [p.search_text for p in passages]
-        embeddings = embedder.embed(texts) if embedder is not None else None
-        return cls(passages, Bm25Index.build(texts), embeddings, embedder, skipped)
+        dense: DenseIndex | None = None
+        if embedder is not None and qdrant is not None:
+            dense = QdrantIndex.ensure(qdrant, texts, embedder)
+        elif embedder is not None:
+            dense = MatrixIndex(embedder.embed(texts))
+        return cls(passages, Bm25Index.build(texts), dense, embedder, skipped)
 
     @classmethod
     def from_corpus(
@@ -150,11 +171,12 @@ class HybridIndex:
         *,
         max_words: int = 120,
         overlap_words: int = 30,
+        qdrant: QdrantClient | None = None,
     ) -> HybridIndex:
-        """An index of `corpus` built now, in memory."""
+        """An index of `corpus` built now, in memory (its embeddings in Qdrant if given)."""
         loaded = load_documents(corpus)
         passages = split_passages(loaded.documents, max_words, overlap_words)
-        return cls.build(passages, embedder, loaded.skipped)
+        return cls.build(passages, embedder, loaded.skipped, qdrant=qdrant)
 
     @classmethod
     def open(
@@ -165,8 +187,12 @@ class HybridIndex:
         *,
         max_words: int = 120,
         overlap_words: int = 30,
+        qdrant: QdrantClient | None = None,
     ) -> HybridIndex:
-        """The index of `corpus` kept in `index_dir`: reloaded if still current, else rebuilt."""
+        """The index of `corpus` kept in `index_dir`: reloaded if still current, else rebuilt.
+
+        With `qdrant`, the embeddings are in a collection there and `index_dir` names it.
+        """
         manifest = {
             "format": FORMAT,
             "corpus": str(corpus.resolve()),
@@ -174,11 +200,12 @@ class HybridIndex:
             "max_words": max_words,
             "overlap_words": overlap_words,
             "embedder": embedder.name if embedder is not None else None,
+            "vectors": "qdrant" if qdrant is not None and embedder is not None else "here",
         }
-        index = cls._reload(index_dir, manifest, embedder)
+        index = cls._reload(index_dir, manifest, embedder, qdrant)
         if index is None:
             index = cls.from_corpus(
-                corpus, embedder, max_words=max_words, overlap_words=overlap_words
+                corpus, embedder, max_words=max_words, overlap_words=overlap_words, qdrant=qdrant
             )
             index.save(index_dir, manifest)
         return index
@@ -191,6 +218,8 @@ class HybridIndex:
         self.bm25.save(index_dir / "bm25")
         if self.embeddings is not None:
             np.save(index_dir / "embeddings.npy", self.embeddings)
+        if isinstance(self.dense, QdrantIndex):
+            manifest = {**manifest, "collection": self.dense.collection}
         skipped = [[s.source, s.reason] for s in self.skipped]
         partial = index_dir / f"manifest.json.{os.getpid()}"
         partial.write_text(json.dumps({**manifest, "skipped": skipped}, indent=1))
@@ -198,7 +227,11 @@ class HybridIndex:
 
     @classmethod
     def _reload(
-        cls, index_dir: Path, manifest: dict[str, object], embedder: Embedder | None
+        cls,
+        index_dir: Path,
+        manifest: dict[str, object],
+        embedder: Embedder | None,
+        qdrant: QdrantClient | None,
     ) -> HybridIndex | None:
         try:
             saved = json.loads((index_dir / "manifest.json").read_text())
@@ -206,9 +239,15 @@ class HybridIndex:
                 return None
             passages = load_passages(index_dir / "passages.jsonl")
             bm25 = Bm25Index.load(index_dir / "bm25")
-            embeddings = np.load(index_dir / "embeddings.npy") if embedder is not None else None
+            dense: DenseIndex | None = None
+            if embedder is not None and qdrant is not None:
+                dense = QdrantIndex(qdrant, saved["collection"], len(passages))
+                if not dense.is_whole():  # dropped on the server, or never finished
+                    return None
+            elif embedder is not None:
+                dense = MatrixIndex(np.load(index_dir / "embeddings.npy"))
             skipped = [Skipped(source, reason) for source, reason in saved.get("skipped", [])]
-            return cls(passages, bm25, embeddings, embedder, skipped)
+            return cls(passages, bm25, dense, embedder, skipped)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:  # damaged
@@ -246,7 +285,8 @@ class HybridIndex:
         if mode == "bm25":
             return self.bm25.search(query, depth)
         assert vector is not None
-        dense = self._dense(vector, depth if mode == "dense" else max(depth, DEPTH))
+        assert self.dense is not None
+        dense = self.dense.nearest(vector, depth if mode == "dense" else max(depth, DEPTH))
         dense = [(i, s) for i, s in dense if s >= min_similarity]
         if mode == "dense":
             return dense
@@ -254,15 +294,6 @@ class HybridIndex:
         if mode == "rrf":
             return reciprocal_rank_fusion([[i for i, _ in lexical], [i for i, _ in dense]])[:depth]
         return convex_combination(lexical, dense)[:depth]
-
-    def _dense(self, vector: Vectors, depth: int) -> list[tuple[int, float]]:
-        assert self.embeddings is not None
-        scores = self.embeddings @ vector  # rows and query are unit vectors: cosine similarity
-        top = np.arange(len(scores))
-        if depth < len(scores):
-            top = np.argpartition(-scores, depth - 1)[:depth]
-        top = top[np.lexsort((top, -scores[top]))]
-        return [(int(i), float(scores[i])) for i in top]
 
 
 def _best_per_document(
@@ -340,6 +371,7 @@ class Retrieve:
         max_chars: int = MAX_RESULT_CHARS,
         max_query_chars: int = 300,
         index: HybridIndex | None = None,  # already built (e.g. by a benchmark): used as is
+        qdrant: QdrantClient | None = None,  # the embeddings' home; None: the index folder
     ) -> None:
         if not documents.exists():
             raise ValueError(f"Retrieve's documents do not exist: {documents}")
@@ -353,6 +385,7 @@ class Retrieve:
         self.min_similarity = min_similarity
         self.max_chars = max_chars
         self.max_query_chars = max_query_chars
+        self.qdrant = qdrant
         build = self._open if index is None else lambda: index
         self._index = Background(build, f"Retrieve index of {documents}")
 
@@ -398,7 +431,7 @@ class Retrieve:
         return await asyncio.to_thread(index.search, query, k, min_similarity=self.min_similarity)
 
     def _open(self) -> HybridIndex:
-        return HybridIndex.open(self.documents, self.index_dir, self.embedder)
+        return HybridIndex.open(self.documents, self.index_dir, self.embedder, qdrant=self.qdrant)
 
 
 def _query(argument: str, max_chars: int) -> str:

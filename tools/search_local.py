@@ -98,10 +98,14 @@ class LocalSearchBackend:
         return passages[0].title, text
 
     def _open(self) -> HybridIndex:
-        chunking = {"max_words": self.max_words, "overlap_words": self.overlap_words}
+        words, overlap = self.max_words, self.overlap_words
         if self.index_dir is None:
-            return HybridIndex.from_corpus(self.corpus, None, **chunking)
-        return HybridIndex.open(self.corpus, self.index_dir, None, **chunking)
+            return HybridIndex.from_corpus(
+                self.corpus, None, max_words=words, overlap_words=overlap
+            )
+        return HybridIndex.open(
+            self.corpus, self.index_dir, None, max_words=words, overlap_words=overlap
+        )
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
