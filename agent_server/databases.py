@@ -183,10 +183,13 @@ class PostgresDatabase:
         )
         self._executor = ThreadPoolExecutor(POSTGRES_THREADS, thread_name_prefix="postgres")
         try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-            with self._pool.connection() as conn:
+            # A connection of its own first: its error says why (refused, bad password), where
+            # the pool's would only say it timed out.
+            timeout = max(int(connect_timeout_s), 1)
+            with psycopg.connect(url, autocommit=True, connect_timeout=timeout) as conn:
                 sql = _PostgresSql(conn)
                 sql.transaction(lambda: self._migrate(sql))
+            self._pool.open(wait=True, timeout=connect_timeout_s)
         except (PoolTimeout, psycopg.Error) as exc:
             self.close()
             raise ConfigError(f"cannot use the PostgreSQL database {self.url}: {exc}") from exc
