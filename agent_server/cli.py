@@ -22,9 +22,12 @@ from agent_server.decoding import Sampling
 from agent_server.errors import AgentError, ConfigError
 from agent_server.evals import math as evals_math
 from agent_server.evals import qa as evals_qa
+from agent_server.evals.runner import Progress, read_jsonl
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.runtime import build_engine, build_tools, build_webgpt
 from agent_server.settings import Settings
+from agent_server.toolformer import generate
+from agent_server.toolformer.generate import GenerateConfig
 from tools.base import invoke
 from tools.registry import close_registry, prepare_tools
 
@@ -68,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_server.add_argument("--host", default="127.0.0.1")
     model_server.add_argument("--port", type=int, default=8080)
     _add_eval_commands(commands)
+    _add_toolformer_commands(commands)
 
     args = parser.parse_args(argv)
     overrides = {"model": args.model} if args.model else {}
@@ -83,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_tool(settings, args.name, args.argument))
         if args.command == "model-server":
             return _model_server(settings, args.host, args.port)
+        if args.command == "toolformer":
+            return asyncio.run(_toolformer_generate(settings, args))
         if args.command == "eval":
             command = shlex.join(["agent-server", *(sys.argv[1:] if argv is None else argv)])
             return asyncio.run(_eval(settings, args, command))
@@ -225,6 +231,48 @@ async def _eval(settings: Settings, args: argparse.Namespace, command: str) -> i
         )
     print(table)
     print(f"\nresults: {written.json}\ntable: {written.markdown}\nplot: {written.plot}")
+    return 0
+
+
+def _add_toolformer_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    toolformer = commands.add_parser("toolformer", help="teach the model to use tools")
+    which = toolformer.add_subparsers(dest="stage", required=True)
+    generate = which.add_parser("generate", help="annotate texts with the calls that help")
+    defaults = GenerateConfig()
+    generate.add_argument("--corpus", type=Path, required=True, help="JSONL with a `text` each")
+    generate.add_argument("--out", type=Path, default=Path("build/toolformer/generated.jsonl"))
+    generate.add_argument("--tools", default="Calculator", help="comma-separated")
+    generate.add_argument("--limit", type=int, default=0, help="the first N texts (0: all)")
+    generate.add_argument("--top-k", type=int, default=defaults.top_k, help="positions per text")
+    generate.add_argument("--tau-s", type=float, default=defaults.tau_s, help="least p('[')")
+    generate.add_argument("--tau-f", type=float, default=defaults.tau_f, help="least loss gain")
+    generate.add_argument("--m", type=int, default=defaults.m, help="calls sampled per position")
+    generate.add_argument("--seed", type=int, default=defaults.seed)
+
+
+async def _toolformer_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from agent_server.toolformer.lm import CausalLM
+
+    if args.limit < 0 or args.top_k < 1 or args.m < 1:
+        raise ConfigError("--limit must be at least 0, --top-k and --m at least 1")
+    config = GenerateConfig(
+        top_k=args.top_k, tau_s=args.tau_s, tau_f=args.tau_f, m=args.m, seed=args.seed
+    )
+    records = read_jsonl(args.corpus, args.limit, required=("text",))
+    tools = build_tools(settings.model_copy(update={"tools": args.tools.split(",")}))
+    try:
+        lm = CausalLM.load(settings)
+        progress = Progress(len(records), "toolformer generate")
+        summary = await generate.run(lm, records, tools, config, args.out, progress)
+    finally:
+        close_registry(tools)
+    calls = ", ".join(f"{name} {n}" for name, n in summary.calls.items())
+    print(
+        f"{summary.annotated} of {summary.texts} texts annotated ({calls}) in "
+        f"{summary.seconds / 60:.1f} min: {args.out}"
+    )
     return 0
 
 

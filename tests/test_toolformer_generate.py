@@ -1,0 +1,167 @@
+"""Each stage of `toolformer generate` on a tiny model built here (random weights, no download).
+
+The tokenizer is a byte-level BPE trained on the test's own texts; the model a two-layer Qwen2.
+Its numbers mean nothing, so every stage is checked against the same quantity computed by hand
+from the model's logits, and the whole run against what the filter must keep or drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from agent_server.prompts import read_prompt
+from agent_server.toolformer.filtering import weighted_loss, weights
+from agent_server.toolformer.generate import (
+    GenerateConfig,
+    KeptCall,
+    annotate,
+    augment,
+    run,
+)
+from agent_server.toolformer.lm import CausalLM
+from tools.calculator import Calculator
+
+TEXT = "The farm had 120 sheep and bought 45 more, so it had 165 sheep."
+
+
+def tiny_lm() -> CausalLM:
+    corpus = [TEXT, read_prompt("annotate/Calculator.txt"), "[Calculator(1+2) → 3] 0123456789"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<eos>"],
+    )
+    bpe.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>")
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    return CausalLM(model, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def lm() -> CausalLM:
+    return tiny_lm()
+
+
+def logits_of(lm: CausalLM, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return lm.model(torch.tensor([ids])).logits[0].float()
+
+
+def test_positions_are_the_probability_of_an_opening_bracket(lm):
+    ids = lm.encode(TEXT)
+    probs = lm.opener_probs(ids)
+    assert lm.openers and all(lm.decode([o]).strip() == "[" for o in lm.openers)
+    by_hand = torch.softmax(logits_of(lm, ids), dim=-1)[:, list(lm.openers)].sum(dim=-1)
+    assert probs[0] == 0.0 and len(probs) == len(ids)
+    assert probs[1:] == pytest.approx(by_hand[:-1].numpy(), abs=1e-6)
+
+
+def test_logprobs_are_the_models_own(lm):
+    prefix, tokens = lm.encode("Input: "), lm.encode(TEXT)[:6]
+    got = lm.logprobs(prefix, tokens)
+    logp = torch.log_softmax(logits_of(lm, [*prefix, *tokens]), dim=-1)
+    by_hand = [float(logp[len(prefix) - 1 + t, tok]) for t, tok in enumerate(tokens)]
+    assert got == pytest.approx(by_hand, abs=1e-5)
+    with pytest.raises(ValueError, match="prefix"):
+        lm.logprobs([], tokens)
+
+
+def test_sampling_gives_n_continuations_reproducibly(lm):
+    ids = lm.encode("The farm had [Calculator(")
+    first = lm.sample(ids, 3, 5, seed=7)
+    assert len(first) == 3 and all(isinstance(s, str) for s in first)
+    assert lm.sample(ids, 3, 5, seed=7) == first
+
+
+def test_augment_splices_calls_where_they_were_made():
+    call = KeptCall("Calculator", "120+45", "165", token=0, offset=TEXT.index(" 165"), gain=1.0)
+    assert augment(TEXT, [call]) == (
+        "The farm had 120 sheep and bought 45 more, so it had [Calculator(120+45) → 165] 165 sheep."
+    )
+    assert augment(TEXT, []) == TEXT
+
+
+class ScriptedCalls(CausalLM):
+    """The tiny model, except that the calls it samples are scripted: random weights would
+    never write a well-formed one. Positions and losses stay the model's own."""
+
+    def __init__(self, base: CausalLM, samples: list[str]) -> None:
+        super().__init__(base.model, base.tokenizer)
+        self.samples = samples
+        self.asked: list[str] = []
+
+    def sample(self, ids, n, max_new_tokens, **options):  # noqa: ARG002 - same signature
+        self.asked.append(self.decode(ids))
+        return self.samples[:n]
+
+
+def test_the_whole_run_keeps_filtered_calls_with_real_results(lm):
+    scripted = ScriptedCalls(lm, ["120+45) → 165] 165", "120+45)] again", "12 cups)", "no close"])
+    calculator = Calculator()
+    try:
+        everything = GenerateConfig(top_k=2, tau_s=0.0, tau_f=-math.inf, m=4)
+        kept = asyncio.run(annotate(scripted, "d1", TEXT, {"Calculator": calculator}, everything))
+        nothing = GenerateConfig(top_k=2, tau_s=0.0, tau_f=math.inf, m=4)
+        dropped = asyncio.run(annotate(scripted, "d1", TEXT, {"Calculator": calculator}, nothing))
+        unreachable = GenerateConfig(top_k=2, tau_s=1.0, tau_f=-math.inf, m=4)
+        untried = asyncio.run(
+            annotate(scripted, "d1", TEXT, {"Calculator": calculator}, unreachable)
+        )
+    finally:
+        calculator.close()
+
+    assert kept is not None and dropped is None and untried is None
+    assert len(kept.calls) == 2  # top_k positions, each with its best call
+    for call in kept.calls:
+        # The duplicate was run once; "12 cups" failed in the Calculator and was dropped.
+        assert (call.tool, call.args, call.result) == ("Calculator", "120+45", "165")
+        losses = call.losses
+        assert call.gain == pytest.approx(
+            min(losses["no_call"], losses["call_only"]) - losses["with_result"]
+        )
+        assert kept.augmented.count("[Calculator(120+45) → 165]") == 2
+    # The loss is the weighted loss of the five tokens from the position, by the model.
+    x = lm.encode(TEXT)
+    i = kept.calls[0].token
+    by_hand = weighted_loss(lm.logprobs(lm.encode("\n") + x[:i], x[i : i + len(weights())]))
+    assert kept.calls[0].losses["no_call"] == pytest.approx(by_hand, abs=1e-5)
+    # Candidates were sampled after the annotation prompt and the text up to the position.
+    assert all(a.rstrip().endswith("[Calculator(") and "Input:" in a for a in scripted.asked)
+    assert json.loads(json.dumps(kept.record()))["calls"][0]["result"] == "165"
+
+
+def test_run_writes_one_record_per_annotated_text(lm, tmp_path):
+    scripted = ScriptedCalls(lm, ["120+45) → 165] 165"])
+    records = [{"id": "a", "text": TEXT}, {"doc_id": "b", "text": "It had 120 sheep."}]
+    calculator = Calculator()
+    out = tmp_path / "out" / "generated.jsonl"
+    try:
+        config = GenerateConfig(top_k=1, tau_s=0.0, tau_f=-math.inf, m=1)
+        summary = asyncio.run(run(scripted, records, {"Calculator": calculator}, config, out))
+    finally:
+        calculator.close()
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in written] == ["a", "b"]
+    assert (summary.texts, summary.annotated, summary.calls) == (2, 2, {"Calculator": 2})
+    assert all("[Calculator(120+45) → 165]" in r["augmented"] for r in written)
