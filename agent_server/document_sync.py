@@ -99,8 +99,10 @@ class DocumentSync:
         while True:
             try:
                 await self.sync()
-            except (AgentError, OSError) as exc:
+            except (AgentError, OSError) as exc:  # the database or the disk, for a while
                 logger.warning("syncing the documents failed (retrying): %s", exc)
+            except Exception:  # a bug: logged in full, and the loop lives on
+                logger.exception("syncing the documents failed (retrying)")
             await asyncio.sleep(interval_s)
 
     async def _fetch(self, name: str, path: Path) -> bool:
