@@ -219,6 +219,10 @@ def test_result_files_hold_provenance_a_summary_its_items_a_table_and_a_png(tmp_
     )
     assert "| no_tools | 1 | 0.0% | 0.0% | 0.0% | 0.0% | – | – | 1.00 | 1.00 |" in table
     assert written.plot.read_bytes().startswith(PNG)
+    # Given the commit read when the run started, that is the one recorded, not today's.
+    started_at = ("0" * 40, True)
+    recorded = report.result_file("math", "scripted", "c", {}, summary, items, 3, started_at)
+    assert (recorded["commit"], recorded["dirty"]) == started_at
 
 
 def test_workers_answer_concurrently_and_keep_the_order():

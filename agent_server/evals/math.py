@@ -237,6 +237,7 @@ async def run(
     unknown = sorted(set(config.modes) - set(MODES))
     if unknown or config.samples < 1:
         raise ConfigError(f"modes must be among {', '.join(MODES)} and samples at least 1")
+    source = report.git_commit()  # the code that runs, read before it runs
     started = time.perf_counter()
     questions = load(data, config.limit)
     settings = settings.model_copy(update={"tools": [TOOL]})
@@ -258,7 +259,7 @@ async def run(
     }
     took = time.perf_counter() - started
     model = engine.backend.name
-    result = report.result_file("math", model, command, recorded, summary, items, took)
+    result = report.result_file("math", model, command, recorded, summary, items, took, source)
     title = f"Math: {data.name}, {len(questions)} questions"
     return report.write(out_dir, result, COLUMNS, BARS, title), report.markdown_table(
         summary, COLUMNS

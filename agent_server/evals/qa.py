@@ -225,6 +225,7 @@ async def run(
     unknown = sorted(set(config.modes) - set(MODES))
     if unknown:
         raise ConfigError(f"unknown modes {unknown}; known: {', '.join(MODES)}")
+    source = report.git_commit()  # the code that runs, read before it runs
     started = time.perf_counter()
     questions = load(data, config.limit)
     settings = settings_for(settings, corpus, config.modes)
@@ -252,7 +253,7 @@ async def run(
     }
     took = time.perf_counter() - started
     model = engine.backend.name
-    result = report.result_file("qa", model, command, recorded, summary, items, took)
+    result = report.result_file("qa", model, command, recorded, summary, items, took, source)
     title = f"QA: {data.name} over {corpus.name}, {len(questions)} questions"
     written = report.write(out_dir, result, COLUMNS, BARS, title)
     return written, report.markdown_table(summary, COLUMNS)

@@ -78,9 +78,14 @@ def result_file(
     summary: Summary,
     items: Sequence[Mapping[str, Any]],
     took_s: float,
+    source: tuple[str, bool | None] | None = None,
 ) -> dict[str, Any]:
-    """The JSON result: provenance first, then the summary, then the items it comes from."""
-    commit, dirty = git_commit()
+    """The JSON result: provenance first, then the summary, then the items it comes from.
+
+    `source` is `git_commit()` as it was when the run started (the code that ran; the checkout
+    may have moved on during an hour's run); None reads it now.
+    """
+    commit, dirty = source if source is not None else git_commit()
     return {
         "eval": name,
         "model": model,
