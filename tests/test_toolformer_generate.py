@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from agent_server.backends.transformers import TransformersBackend
 from agent_server.prompts import read_prompt
 from agent_server.toolformer.filtering import weighted_loss, weights
 from agent_server.toolformer.generate import (
@@ -25,13 +26,13 @@ from agent_server.toolformer.generate import (
     augment,
     run,
 )
-from agent_server.toolformer.lm import CausalLM
+from agent_server.toolformer.lm import LM
 from tools.calculator import Calculator
 
 TEXT = "The farm had 120 sheep and bought 45 more, so it had 165 sheep."
 
 
-def tiny_lm() -> CausalLM:
+def tiny_model() -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
     corpus = [TEXT, read_prompt("annotate/Calculator.txt"), "[Calculator(1+2) → 3] 0123456789"]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -54,44 +55,59 @@ def tiny_lm() -> CausalLM:
         max_position_embeddings=2048,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = Qwen2ForCausalLM(config).eval()
-    return CausalLM(model, tokenizer)
+    return Qwen2ForCausalLM(config).eval(), tokenizer
 
 
 @pytest.fixture(scope="module")
-def lm() -> CausalLM:
-    return tiny_lm()
+def model():
+    return tiny_model()
 
 
-def logits_of(lm: CausalLM, ids: list[int]) -> torch.Tensor:
+@pytest.fixture(scope="module")
+def lm(model) -> LM:
+    # The pipeline reads the model through a backend's sessions, as the service does.
+    return LM(TransformersBackend(*model, name="tiny"))
+
+
+def logits_of(model, ids: list[int]) -> torch.Tensor:
     with torch.inference_mode():
-        return lm.model(torch.tensor([ids])).logits[0].float()
+        return model[0](torch.tensor([ids])).logits[0].float()
 
 
-def test_positions_are_the_probability_of_an_opening_bracket(lm):
-    ids = lm.encode(TEXT)
-    probs = lm.opener_probs(ids)
-    assert lm.openers and all(lm.decode([o]).strip() == "[" for o in lm.openers)
-    by_hand = torch.softmax(logits_of(lm, ids), dim=-1)[:, list(lm.openers)].sum(dim=-1)
-    assert probs[0] == 0.0 and len(probs) == len(ids)
-    assert probs[1:] == pytest.approx(by_hand[:-1].numpy(), abs=1e-6)
+def test_positions_are_the_probability_of_an_opening_bracket(lm, model):
+    shared, context, tokens = lm.encode("Input: "), lm.encode("text "), lm.encode(TEXT)
+    probs = lm.opener_probs(shared, context, tokens)
+    assert lm.openers.size and all(lm.decode([o]).strip() == "[" for o in lm.openers)
+    ids = [*shared, *context, *tokens]
+    by_hand = torch.softmax(logits_of(model, ids), dim=-1)[:, list(lm.openers)].sum(dim=-1)
+    start = len(shared) + len(context) - 1  # the row that predicts tokens[0]
+    assert probs == pytest.approx(by_hand[start : start + len(tokens)].numpy(), abs=1e-5)
+    # The shared start is read once and forked: a second text gives the same as a fresh read.
+    assert lm.opener_probs(shared, context, tokens) == pytest.approx(probs, abs=1e-6)
+    with pytest.raises(ValueError, match="context"):
+        lm.opener_probs(shared, [], tokens)
 
 
-def test_logprobs_are_the_models_own(lm):
+def test_logprobs_are_the_models_own(lm, model):
     prefix, tokens = lm.encode("Input: "), lm.encode(TEXT)[:6]
     got = lm.logprobs(prefix, tokens)
-    logp = torch.log_softmax(logits_of(lm, [*prefix, *tokens]), dim=-1)
+    logp = torch.log_softmax(logits_of(model, [*prefix, *tokens]), dim=-1)
     by_hand = [float(logp[len(prefix) - 1 + t, tok]) for t, tok in enumerate(tokens)]
     assert got == pytest.approx(by_hand, abs=1e-5)
     with pytest.raises(ValueError, match="prefix"):
         lm.logprobs([], tokens)
 
 
-def test_sampling_gives_n_continuations_reproducibly(lm):
-    ids = lm.encode("The farm had [Calculator(")
-    first = lm.sample(ids, 3, 5, seed=7)
+def test_sampling_gives_n_continuations_reproducibly_and_stops_when_done(lm):
+    shared, context = lm.encode("Input: "), lm.encode("The farm had [Calculator(")
+    first = lm.sample(shared, context, 3, 5, seed=7)
     assert len(first) == 3 and all(isinstance(s, str) for s in first)
-    assert lm.sample(ids, 3, 5, seed=7) == first
+    assert lm.sample(shared, context, 3, 5, seed=7) == first
+    assert lm.sample(shared, context, 3, 5, seed=8) != first  # 15 random tokens: never equal
+    # Done at once: each sample stops after its first token, as with a limit of one.
+    stopped = lm.sample(shared, context, 3, 5, seed=7, done=lambda _: True)
+    assert stopped == lm.sample(shared, context, 3, 1, seed=7)
+    assert stopped != first
 
 
 def test_augment_splices_calls_where_they_were_made():
@@ -102,17 +118,17 @@ def test_augment_splices_calls_where_they_were_made():
     assert augment(TEXT, []) == TEXT
 
 
-class ScriptedCalls(CausalLM):
+class ScriptedCalls(LM):
     """The tiny model, except that the calls it samples are scripted: random weights would
     never write a well-formed one. Positions and losses stay the model's own."""
 
-    def __init__(self, base: CausalLM, samples: list[str]) -> None:
-        super().__init__(base.model, base.tokenizer)
+    def __init__(self, base: LM, samples: list[str]) -> None:
+        super().__init__(base.backend)
         self.samples = samples
         self.asked: list[str] = []
 
-    def sample(self, ids, n, max_new_tokens, **options):  # noqa: ARG002 - same signature
-        self.asked.append(self.decode(ids))
+    def sample(self, shared, context, n, max_new_tokens, **options):  # noqa: ARG002 - same signature
+        self.asked.append(self.decode([*shared, *context]))
         return self.samples[:n]
 
 

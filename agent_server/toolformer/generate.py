@@ -32,8 +32,8 @@ from agent_server.prompts import load_template
 from agent_server.toolformer.filtering import Losses, weighted_loss, weights
 from tools.base import Tool, invoke
 
-if TYPE_CHECKING:  # torch loads only when the pipeline runs, not with the CLI
-    from agent_server.toolformer.lm import CausalLM
+if TYPE_CHECKING:
+    from agent_server.toolformer.lm import LM
 
 SEPARATOR = "\n"  # between a prefix (a call, or nothing) and the text, in the filter's passes
 
@@ -73,7 +73,7 @@ class Annotated:
 
 
 async def annotate(
-    lm: CausalLM, doc_id: str, text: str, tools: Mapping[str, Tool], config: GenerateConfig
+    lm: LM, doc_id: str, text: str, tools: Mapping[str, Tool], config: GenerateConfig
 ) -> Annotated | None:
     """`text` with the calls the filter kept (at most one per position), or None if none."""
     x = lm.encode(text)
@@ -103,37 +103,48 @@ def augment(text: str, calls: Sequence[KeptCall]) -> str:
 
 
 async def _annotate_with(
-    lm: CausalLM, text: str, x: list[int], name: str, tool: Tool, config: GenerateConfig
+    lm: LM, text: str, x: list[int], name: str, tool: Tool, config: GenerateConfig
 ) -> list[KeptCall]:
-    prompt = load_template(f"annotate/{name}.txt").render(text=text).rstrip() + " "
-    prompt_ids = lm.encode(prompt)
-    probs = lm.opener_probs([*prompt_ids, *x])[len(prompt_ids) :]
+    shared, context = _prompt(lm, name, text)
+    probs = lm.opener_probs(shared, lm.encode(context), x)
     positions = [i for i in probs.argsort()[::-1][: config.top_k] if probs[i] > config.tau_s]
     kept = []
     for i in sorted(int(p) for p in positions):
         offset = len(lm.decode(x[:i]))
-        best = await _best_call(lm, prompt + text[:offset], x, i, name, tool, config)
+        opened = f"{context}{text[:offset].rstrip(' ')} [{name}("
+        best = await _best_call(lm, shared, lm.encode(opened), x, i, name, tool, config)
         if best is not None:
             kept.append(KeptCall(best[0].name, best[0].args, best[1], i, offset, *best[2:]))
     return kept
 
 
+def _prompt(lm: LM, name: str, text: str) -> tuple[list[int], str]:
+    """The annotation prompt as its fixed start (tokens, read once for every text) and the
+    rest, up to and including the space after "Output:", where the text begins again."""
+    marker = "\0TEXT\0"
+    rendered = load_template(f"annotate/{name}.txt").render(text=marker).rstrip() + " "
+    cut = rendered.rfind("\n", 0, rendered.index(marker)) + 1  # at a line start: no merged token
+    return lm.encode(rendered[:cut]), rendered[cut:].replace(marker, text)
+
+
 async def _best_call(
-    lm: CausalLM,
-    context: str,
+    lm: LM,
+    shared: list[int],
+    opened: list[int],
     x: list[int],
     i: int,
     name: str,
     tool: Tool,
     config: GenerateConfig,
 ) -> tuple[Call, str, float, dict[str, float]] | None:
-    opened = f"{context.rstrip(' ')} [{name}("
     samples = lm.sample(
-        lm.encode(opened),
+        shared,
+        opened,
         config.m,
         config.max_call_tokens,
         temperature=config.temperature,
         seed=config.seed + i,
+        done=lambda sample: _call_end(sample) >= 0,
     )
     no_call = _loss(lm, "", x, i)
     best = None
@@ -151,13 +162,20 @@ async def _best_call(
     return best
 
 
+def _call_end(sample: str) -> int:
+    """Where the sampled argument ends (its closing parenthesis), or -1 while it goes on."""
+    for closing in (")]", ") →"):
+        end = sample.find(closing)
+        if end >= 0:
+            return end
+    return -1
+
+
 def _distinct_calls(name: str, samples: Sequence[str]) -> list[Call]:
     """The well-formed calls among the sampled continuations of `[Name(`, each once."""
     calls: dict[str, Call] = {}
     for sample in samples:
-        end = sample.find(")]")
-        if end < 0:
-            end = sample.find(") →")
+        end = _call_end(sample)
         if end < 0:
             continue
         for segment in parse(f"[{name}({sample[:end]})]"):
@@ -166,7 +184,7 @@ def _distinct_calls(name: str, samples: Sequence[str]) -> list[Call]:
     return list(calls.values())
 
 
-def _loss(lm: CausalLM, prefix: str, x: list[int], i: int) -> float:
+def _loss(lm: LM, prefix: str, x: list[int], i: int) -> float:
     """L_i(prefix): the weighted loss of x_i … x_{i+4} with `prefix` before the text."""
     window = x[i : i + len(weights())]
     context = lm.encode(prefix + SEPARATOR) + x[:i]
@@ -182,7 +200,7 @@ class Summary:
 
 
 async def run(
-    lm: CausalLM,
+    lm: LM,
     records: Sequence[Mapping[str, Any]],
     tools: Mapping[str, Tool],
     config: GenerateConfig,

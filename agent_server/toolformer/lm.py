@@ -1,105 +1,129 @@
-"""A transformers causal LM, scored and sampled the way the Toolformer pipeline needs.
+"""The model as the Toolformer pipeline reads it: through a backend's sessions (llama.cpp's, by
+default).
 
-    CausalLM.load(settings)     the service's model, on transformers (training needs torch's
-                                gradients, which llama.cpp has not)
-    opener_probs(ids)           p(the next token opens a call | ids[:j]) at every j, in one pass
-    logprobs(prefix, tokens)    log p(tokens[t] | prefix, tokens[:t]) for each t
-    sample(ids, n, …)           n continuations, sampled in one batch
+    LM(backend)                               encode · decode · openers
+    opener_probs(shared, context, tokens)     p(a call opens next) before each of `tokens`
+    logprobs(prefix, tokens)                  log p(tokens[t] | prefix, tokens[:t]) for each t
+    sample(shared, context, n, …)             n continuations, sampled token by token
 
-Like `backends/transformers.py`, this module imports torch; nothing else in the pipeline does.
+A session returns the next token's logits only, so where a probability is needed at every
+position the tokens are fed one at a time (on llama.cpp, ~30 ms each here). `shared`, the
+annotation prompt's fixed start, is read once and forked for every text (`PrefixCache`), as
+the engine does with its own prompt. Samples are drawn by the engine's `TokenChooser`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import cached_property
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
-from agent_server.settings import Settings
+from agent_server.backends import Backend
+from agent_server.backends.base import Logits, Session
+from agent_server.calls import Phase
+from agent_server.decoding import Sampling, TokenChooser
+from agent_server.engine import PrefixCache
 
 
-class CausalLM:
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def load(cls, settings: Settings) -> CausalLM:
-        from agent_server.backends.transformers import TransformersBackend
-        from agent_server.models import resolve
-
-        source = resolve(settings.model, settings.cache_dir)
-        backend = TransformersBackend.load(
-            source, settings.cache_dir, dtype=settings.dtype, threads=settings.threads
-        )
-        return cls(backend.model, backend.tokenizer)
+class LM:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._prefixes = PrefixCache(backend)
 
     def encode(self, text: str) -> list[int]:
-        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False)
-        return ids
+        return self.backend.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
-        text: str = self.tokenizer.decode(list(ids))
-        return text
+        return self.backend.decode(ids)
 
-    @cached_property
-    def openers(self) -> tuple[int, ...]:
-        """Tokens that open a call: `[`, alone or after spaces."""
-        vocab: dict[str, int] = self.tokenizer.get_vocab()
-        found = [i for i in vocab.values() if self.decode([i]).strip() == "["]
-        if not found:
-            raise ValueError("the tokenizer has no token for '['")
-        return tuple(sorted(found))
+    @property
+    def openers(self) -> npt.NDArray[np.int64]:
+        """Tokens that open a call: `[`, optionally after white space."""
+        return self.backend.vocab.call_openers()
 
-    def opener_probs(self, ids: Sequence[int]) -> npt.NDArray[np.float64]:
-        """`probs[j]` = p(token j opens a call | ids[:j]) for j = 1 … len(ids) − 1; probs[0] = 0."""
-        logits = self._logits([list(ids)])[0]  # [len, vocab]: row j predicts token j + 1
-        probs = torch.softmax(logits.float(), dim=-1)[:, list(self.openers)].sum(dim=-1)
-        out = np.zeros(len(ids))
-        out[1:] = probs[:-1].double().numpy()
-        return out
+    def opener_probs(
+        self, shared: list[int], context: list[int], tokens: Sequence[int]
+    ) -> npt.NDArray[np.float64]:
+        """`probs[j]` = p(the next token opens a call | shared, context, tokens[:j])."""
+        if not context:
+            raise ValueError("opener_probs needs a context after the shared start")
+        session = self._prefixes.open(shared)
+        logits = session.feed(context)
+        probs = np.zeros(len(tokens))
+        for j, token in enumerate(tokens):
+            probs[j] = float(_softmax(logits)[self.openers].sum())
+            if j + 1 < len(tokens):
+                logits = session.feed([token])
+        return probs
 
-    def logprobs(self, prefix: Sequence[int], tokens: Sequence[int]) -> list[float]:
+    def logprobs(self, prefix: list[int], tokens: Sequence[int]) -> list[float]:
         """log p(tokens[t] | prefix, tokens[:t]) for each t; the prefix must not be empty."""
         if not prefix:
-            raise ValueError("logprobs needs a prefix (a BOS or newline will do)")
-        ids = [*prefix, *tokens]
-        logits = self._logits([ids])[0][len(prefix) - 1 : len(ids) - 1]
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        chosen = logp[torch.arange(len(tokens)), torch.tensor(list(tokens))]
-        return [float(v) for v in chosen]
+            raise ValueError("logprobs needs a prefix (a newline will do)")
+        session = self.backend.new_session()
+        logits = session.feed(prefix)
+        out = []
+        for t, token in enumerate(tokens):
+            out.append(float(_log_softmax(logits)[token]))
+            if t + 1 < len(tokens):
+                logits = session.feed([token])
+        return out
 
     def sample(
         self,
-        ids: Sequence[int],
+        shared: list[int],
+        context: list[int],
         n: int,
         max_new_tokens: int,
         *,
         temperature: float = 1.0,
-        top_p: float = 1.0,
         seed: int = 0,
+        done: Callable[[str], bool] = lambda _: False,
     ) -> list[str]:
-        """`n` continuations of `ids` (their text), sampled at once."""
-        torch.manual_seed(seed)
-        with torch.inference_mode():
-            out = self.model.generate(
-                torch.tensor([list(ids)]),
-                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=n,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-            )
-        return [self.decode(row[len(ids) :].tolist()) for row in out]
+        """`n` continuations of `shared + context`, each until `done(text)` or the token limit."""
+        base = self._prefixes.open(shared)
+        first = base.feed(context)
+        chooser = TokenChooser(
+            self.backend.vocab, Sampling(temperature=temperature, seed=seed), (), 0
+        )
+        return [
+            self._continue(_fork(base) if k + 1 < n else base, first, chooser, max_new_tokens, done)
+            for k in range(n)
+        ]
 
-    def _logits(self, batch: list[list[int]]) -> torch.Tensor:
-        with torch.inference_mode():
-            logits: torch.Tensor = self.model(torch.tensor(batch)).logits
-        return logits
+    def _continue(
+        self,
+        session: Session,
+        logits: Logits,
+        chooser: TokenChooser,
+        max_new_tokens: int,
+        done: Callable[[str], bool],
+    ) -> str:
+        ids: list[int] = []
+        eos = self.backend.vocab.eos_ids
+        for _ in range(max_new_tokens):
+            token = chooser.choose(logits, Phase.TEXT, "", 0)
+            if token in eos:
+                break
+            ids.append(token)
+            if done(self.decode(ids)):
+                break
+            logits = session.feed([token])
+        return self.decode(ids)
+
+
+def _fork(session: Session) -> Session:
+    fork: Callable[[], Any] = getattr(session, "fork")  # noqa: B009 (every backend here has it)
+    forked: Session = fork()
+    return forked
+
+
+def _log_softmax(logits: Logits) -> npt.NDArray[np.float64]:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - float(np.log(np.exp(shifted).sum()))
+
+
+def _softmax(logits: Logits) -> npt.NDArray[np.float64]:
+    return np.exp(_log_softmax(logits))
