@@ -14,7 +14,8 @@ For each text x and each tool (Schick et al., 2023, section 2):
    they were made, `[Calculator(400/1400) → 0.2857]`, as the engine writes them, and the calls.
 
 Left out: the paper's heuristic that only texts likely to need a tool are tried (all are), and
-batching the loss passes across positions (one forward pass per prefix; see the README's timing).
+running several texts at once (llama.cpp would batch their steps; one text at a time takes
+about 5 s here with top_k 3 and m 3).
 """
 
 from __future__ import annotations
