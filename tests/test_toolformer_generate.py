@@ -22,6 +22,8 @@ from agent_server.toolformer.filtering import weighted_loss, weights
 from agent_server.toolformer.generate import (
     GenerateConfig,
     KeptCall,
+    _one_per_place,
+    _prompt,
     annotate,
     augment,
     run,
@@ -116,6 +118,15 @@ def test_augment_splices_calls_where_they_were_made():
         "The farm had 120 sheep and bought 45 more, so it had [Calculator(120+45) → 165] 165 sheep."
     )
     assert augment(TEXT, []) == TEXT
+    end = KeptCall("Calculator", "8*11", "88", token=0, offset=len("It had 88"), gain=1.0)
+    assert augment("It had 88.", [end]) == "It had 88 [Calculator(8*11) → 88]."
+
+
+def test_one_call_per_place_the_best():
+    space = KeptCall("Calculator", "120+45", "165", token=14, offset=TEXT.index(" 165"), gain=0.2)
+    digit = KeptCall("Calculator", "165-45", "120", token=15, offset=TEXT.index("165"), gain=0.5)
+    later = KeptCall("Calculator", "165/1", "165", token=17, offset=TEXT.index(" sheep."), gain=0.1)
+    assert _one_per_place(TEXT, [later, space, digit]) == (digit, later)
 
 
 class ScriptedCalls(LM):
@@ -133,14 +144,15 @@ class ScriptedCalls(LM):
 
 
 def test_the_whole_run_keeps_filtered_calls_with_real_results(lm):
-    scripted = ScriptedCalls(lm, ["120+45) → 165] 165", "120+45)] again", "12 cups)", "no close"])
+    samples = ["120+45) → 165] 165", "120+45)] again", "12 cups)", "no close", "165)]"]
+    scripted = ScriptedCalls(lm, samples)
     calculator = Calculator()
     try:
-        everything = GenerateConfig(top_k=2, tau_s=0.0, tau_f=-math.inf, m=4)
+        everything = GenerateConfig(top_k=2, tau_s=0.0, tau_f=-math.inf, m=5)
         kept = asyncio.run(annotate(scripted, "d1", TEXT, {"Calculator": calculator}, everything))
-        nothing = GenerateConfig(top_k=2, tau_s=0.0, tau_f=math.inf, m=4)
+        nothing = GenerateConfig(top_k=2, tau_s=0.0, tau_f=math.inf, m=5)
         dropped = asyncio.run(annotate(scripted, "d1", TEXT, {"Calculator": calculator}, nothing))
-        unreachable = GenerateConfig(top_k=2, tau_s=1.0, tau_f=-math.inf, m=4)
+        unreachable = GenerateConfig(top_k=2, tau_s=1.0, tau_f=-math.inf, m=5)
         untried = asyncio.run(
             annotate(scripted, "d1", TEXT, {"Calculator": calculator}, unreachable)
         )
@@ -148,17 +160,23 @@ def test_the_whole_run_keeps_filtered_calls_with_real_results(lm):
         calculator.close()
 
     assert kept is not None and dropped is None and untried is None
-    assert len(kept.calls) == 2  # top_k positions, each with its best call
+    # The top_k positions by the model's own p([), one call per place in the text.
+    x = lm.encode(TEXT)
+    shared, context = _prompt(lm, "Calculator", TEXT)
+    probs = lm.opener_probs(shared, lm.encode(context), x)
+    top = sorted(int(i) for i in probs.argsort()[::-1][:2])
+    offsets = [len(lm.decode(x[:i])) for i in top]
+    places = 1 if not TEXT[offsets[0] : offsets[1]].strip() else 2
+    assert len(kept.calls) == places and kept.calls[0].token == top[0]
     for call in kept.calls:
-        # The duplicate was run once; "12 cups" failed in the Calculator and was dropped.
+        # The duplicate ran once; "12 cups" failed in the Calculator; "165" restates itself.
         assert (call.tool, call.args, call.result) == ("Calculator", "120+45", "165")
         losses = call.losses
         assert call.gain == pytest.approx(
             min(losses["no_call"], losses["call_only"]) - losses["with_result"]
         )
-        assert kept.augmented.count("[Calculator(120+45) → 165]") == 2
+    assert kept.augmented.count("[Calculator(120+45) → 165]") == places
     # The loss is the weighted loss of the five tokens from the position, by the model.
-    x = lm.encode(TEXT)
     i = kept.calls[0].token
     by_hand = weighted_loss(lm.logprobs(lm.encode("\n") + x[:i], x[i : i + len(weights())]))
     assert kept.calls[0].losses["no_call"] == pytest.approx(by_hand, abs=1e-5)

@@ -76,17 +76,29 @@ class Annotated:
 async def annotate(
     lm: LM, doc_id: str, text: str, tools: Mapping[str, Tool], config: GenerateConfig
 ) -> Annotated | None:
-    """`text` with the calls the filter kept (at most one per position), or None if none."""
+    """`text` with the calls the filter kept, or None if none.
+
+    One call per place in the text: of calls at the same place (one position, or neighbouring
+    positions with only spaces between them, as " " and "2" before "288") the best is kept.
+    """
     x = lm.encode(text)
-    kept: dict[int, KeptCall] = {}
+    found = []
     for name, tool in tools.items():
-        for call in await _annotate_with(lm, text, x, name, tool, config):
-            if call.token not in kept or call.gain > kept[call.token].gain:
-                kept[call.token] = call
-    if not kept:
+        found.extend(await _annotate_with(lm, text, x, name, tool, config))
+    calls = _one_per_place(text, found)
+    if not calls:
         return None
-    calls = tuple(kept[i] for i in sorted(kept))
     return Annotated(doc_id, text, augment(text, calls), calls)
+
+
+def _one_per_place(text: str, calls: Sequence[KeptCall]) -> tuple[KeptCall, ...]:
+    places: list[list[KeptCall]] = []
+    for call in sorted(calls, key=lambda c: c.offset):
+        if places and not text[places[-1][-1].offset : call.offset].strip():
+            places[-1].append(call)
+        else:
+            places.append([call])
+    return tuple(max(place, key=lambda c: c.gain) for place in places)
 
 
 def augment(text: str, calls: Sequence[KeptCall]) -> str:
@@ -95,10 +107,12 @@ def augment(text: str, calls: Sequence[KeptCall]) -> str:
     for call in sorted(calls, key=lambda c: c.offset):
         before = text[start : call.offset]
         out.append(before.rstrip(" ") + (" " if before.strip() else ""))
-        out.append(render(call.tool, call.args, call.result) + " ")
         start = call.offset
         while start < len(text) and text[start] == " ":
             start += 1
+        # A space after the call, as before a word, but not before punctuation.
+        tight = start < len(text) and text[start] in ".,;:!?)"
+        out.append(render(call.tool, call.args, call.result) + ("" if tight else " "))
     out.append(text[start:])
     return "".join(out)
 
@@ -151,8 +165,8 @@ async def _best_call(
     best = None
     for call in _distinct_calls(name, samples):
         outcome = await invoke(tool, call.argument, config.call_timeout_s)
-        if outcome.result is None:
-            continue
+        if outcome.result is None or outcome.result.strip() == call.argument.strip():
+            continue  # failed, or restates its own input ("[Calculator(90) → 90]")
         losses = Losses(
             with_result=_loss(lm, render(name, call.args, outcome.result), x, i),
             no_call=no_call,
