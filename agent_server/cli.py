@@ -27,6 +27,7 @@ from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.runtime import build_engine, build_tools, build_webgpt
 from agent_server.settings import Settings
 from agent_server.toolformer import generate
+from agent_server.toolformer.config import FinetuneConfig
 from agent_server.toolformer.generate import GenerateConfig
 from tools.base import invoke
 from tools.registry import close_registry, prepare_tools
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_tool(settings, args.name, args.argument))
         if args.command == "model-server":
             return _model_server(settings, args.host, args.port)
+        if args.command == "toolformer" and args.stage == "finetune":
+            return _toolformer_finetune(settings, args)
         if args.command == "toolformer":
             return asyncio.run(_toolformer_generate(settings, args))
         if args.command == "eval":
@@ -251,6 +254,19 @@ def _add_toolformer_commands(
     generate.add_argument("--m", type=int, default=defaults.m, help="calls sampled per position")
     generate.add_argument("--seed", type=int, default=defaults.seed)
 
+    tune = which.add_parser("finetune", help="fine-tune the model on generated texts (LoRA)")
+    tuning = FinetuneConfig()
+    tune.add_argument("--data", type=Path, required=True, help="`toolformer generate`'s JSONL")
+    tune.add_argument("--out", type=Path, default=Path("build/toolformer/finetuned"))
+    tune.add_argument("--epochs", type=int, default=tuning.epochs)
+    tune.add_argument("--learning-rate", type=float, default=tuning.learning_rate)
+    tune.add_argument("--batch-size", type=int, default=tuning.batch_size)
+    tune.add_argument("--lora-rank", type=int, default=tuning.lora_rank, help="0: full")
+    tune.add_argument("--validation", type=float, default=tuning.validation, help="share held")
+    tune.add_argument("--eval-every", type=int, default=tuning.eval_every, help="steps")
+    tune.add_argument("--patience", type=int, default=tuning.patience)
+    tune.add_argument("--seed", type=int, default=tuning.seed)
+
 
 async def _toolformer_generate(settings: Settings, args: argparse.Namespace) -> int:
     from agent_server.runtime import load_model
@@ -276,6 +292,52 @@ async def _toolformer_generate(settings: Settings, args: argparse.Namespace) -> 
     print(
         f"{summary.annotated} of {summary.texts} texts annotated ({calls}) in "
         f"{summary.seconds / 60:.1f} min: {args.out}"
+    )
+    return 0
+
+
+def _toolformer_finetune(settings: Settings, args: argparse.Namespace) -> int:
+    from agent_server.backends.transformers import TransformersBackend
+    from agent_server.models import resolve
+    from agent_server.toolformer import finetune
+
+    config = FinetuneConfig(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        lora_rank=args.lora_rank,
+        validation=args.validation,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        seed=args.seed,
+    )
+    if min(config.epochs, config.batch_size, config.eval_every, config.patience) < 1:
+        raise ConfigError("--epochs, --batch-size, --eval-every and --patience: at least 1")
+    records = read_jsonl(args.data, required=("augmented",))
+    source = resolve(settings.model, settings.cache_dir)
+
+    def load() -> TransformersBackend:
+        # fp32: training's small updates vanish in bf16.
+        return TransformersBackend.load(source, settings.cache_dir, "float32", settings.threads)
+
+    base = load()
+    try:
+        state = finetune.finetune(
+            base.model,
+            base.tokenizer,
+            records,
+            args.out,
+            config,
+            lambda total: Progress(total, "toolformer finetune"),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    fresh = load()  # the best weights go into an untouched copy
+    folder = finetune.export(fresh.model, base.tokenizer, args.out, config)
+    stopped = "stopped early" if state.stopped_early else "all epochs"
+    print(
+        f"{state.step} steps ({stopped}); best held-back loss {state.best_loss:.4f} at step "
+        f"{state.best_step}. Serve it with AGENT_MODEL={folder}"
     )
     return 0
 

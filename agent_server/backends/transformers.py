@@ -70,6 +70,15 @@ class TransformersBackend:
         model.eval()
         return cls(model, tokenizer, source.name)
 
+    @property
+    def model(self) -> Any:
+        """The transformers model itself, for training (`toolformer finetune`)."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
     def close(self) -> None:
         """Nothing to free by hand: torch releases the weights with the last reference."""
 
