@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from agent_server.backends.scripted import ScriptedBackend
 
@@ -50,6 +50,11 @@ def ask(page: Page, question: str) -> None:
     """Type a question and send it with Enter, as a user would."""
     page.get_by_label("Your question").fill(question)
     page.get_by_label("Your question").press("Enter")
+
+
+def answered(page: Page) -> None:
+    """Wait until the answer is final, and so stored: its text may be whole before then."""
+    expect(page.locator("#status")).to_have_text("Answer complete.")
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chat_page import ask
+from chat_page import answered, ask
 from doubles import BrokenTool, RefusingTool
 from playwright.sync_api import Page, expect
 
@@ -77,6 +77,7 @@ def test_a_hostile_answer_renders_as_text_live_and_after_a_reload(page: Page, ap
     app.backend.queue(HOSTILE)
     page.goto(app.url)
     ask(page, "Be hostile")
+    answered(page)
     body = page.locator(".answer .body")
     for _ in range(2):  # as it streamed in, then as stored
         expect(body).to_contain_text("<script>window.pwned=1</script>")
@@ -124,6 +125,7 @@ def test_conversations_are_kept_reopened_continued_and_deleted(page: Page, app):
     expect(page.locator("#conversations-note")).to_have_text("No conversations yet.")
     ask(page, "Say hello")
     expect(page.locator(".answer .body")).to_have_text("It is hello.")
+    answered(page)
 
     page.reload()
     conversation = page.locator(".conversation", has_text="Say hello")
@@ -140,6 +142,7 @@ def test_conversations_are_kept_reopened_continued_and_deleted(page: Page, app):
 
     ask(page, "Again?")  # a follow-up in the reopened conversation
     expect(page.locator(".answer .body").last).to_have_text("Still hello.")
+    answered(page)
     (stored,) = app.client.get("/v1/conversations").json()
     assert stored["turns"] == 2
     assert "Say hello" in app.backend.prompts[-1]  # the first turn was the context
@@ -177,6 +180,7 @@ def test_the_keyboard_alone_asks_and_every_control_is_labelled(page: Page, app):
     page.keyboard.press("Enter")
     expect(page.locator(".question")).to_have_text("line one\nline two")
     expect(page.locator(".answer .body")).to_have_text("Two lines read.")
+    answered(page)
     (conversation,) = app.client.get("/v1/conversations").json()
     turn = app.client.get(f"/v1/conversations/{conversation['id']}").json()["turns"][0]
     assert turn["question"] == "line one\nline two"
