@@ -88,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_tool(settings, args.name, args.argument))
         if args.command == "model-server":
             return _model_server(settings, args.host, args.port)
+        if args.command == "toolformer" and args.stage == "corpus":
+            return _toolformer_corpus(args)
         if args.command == "toolformer" and args.stage == "finetune":
             return _toolformer_finetune(settings, args)
         if args.command == "toolformer":
@@ -242,6 +244,10 @@ def _add_toolformer_commands(
 ) -> None:
     toolformer = commands.add_parser("toolformer", help="teach the model to use tools")
     which = toolformer.add_subparsers(dest="stage", required=True)
+    corpus = which.add_parser("corpus", help="write worked word problems to annotate (JSONL)")
+    corpus.add_argument("--out", type=Path, default=Path("build/toolformer/corpus.jsonl"))
+    corpus.add_argument("--size", type=int, default=300, help="how many texts")
+    corpus.add_argument("--seed", type=int, default=0)
     generate = which.add_parser("generate", help="annotate texts with the calls that help")
     defaults = GenerateConfig()
     generate.add_argument("--corpus", type=Path, required=True, help="JSONL with a `text` each")
@@ -253,6 +259,9 @@ def _add_toolformer_commands(
     generate.add_argument("--tau-f", type=float, default=defaults.tau_f, help="least loss gain")
     generate.add_argument("--m", type=int, default=defaults.m, help="calls sampled per position")
     generate.add_argument("--seed", type=int, default=defaults.seed)
+    generate.add_argument(
+        "--workers", type=int, default=4, help="texts read at once (llama.cpp batches them)"
+    )
 
     tune = which.add_parser("finetune", help="fine-tune the model on generated texts (LoRA)")
     tuning = FinetuneConfig()
@@ -268,12 +277,20 @@ def _add_toolformer_commands(
     tune.add_argument("--seed", type=int, default=tuning.seed)
 
 
+def _toolformer_corpus(args: argparse.Namespace) -> int:
+    from agent_server.toolformer import corpus
+
+    written = corpus.write(args.out, args.size, args.seed)
+    print(f"{written} texts ({corpus.GENERATOR}, seed {args.seed}): {args.out}")
+    return 0
+
+
 async def _toolformer_generate(settings: Settings, args: argparse.Namespace) -> int:
     from agent_server.runtime import load_model
     from agent_server.toolformer.lm import LM
 
-    if args.limit < 0 or args.top_k < 1 or args.m < 1:
-        raise ConfigError("--limit must be at least 0, --top-k and --m at least 1")
+    if args.limit < 0 or min(args.top_k, args.m, args.workers) < 1:
+        raise ConfigError("--limit must be at least 0, --top-k, --m and --workers at least 1")
     config = GenerateConfig(
         top_k=args.top_k, tau_s=args.tau_s, tau_f=args.tau_f, m=args.m, seed=args.seed
     )
@@ -283,7 +300,11 @@ async def _toolformer_generate(settings: Settings, args: argparse.Namespace) -> 
         backend, _ = load_model(settings)  # llama.cpp by default: 3x transformers' speed here
         try:
             progress = Progress(len(records), "toolformer generate")
-            summary = await generate.run(LM(backend), records, tools, config, args.out, progress)
+            # Only a backend that batches may be read from several threads at once.
+            workers = args.workers if getattr(backend, "batching", False) else 1
+            summary = await generate.run(
+                LM(backend), records, tools, config, args.out, progress, workers
+            )
         finally:
             backend.close()
     finally:

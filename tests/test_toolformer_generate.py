@@ -16,12 +16,12 @@ import torch
 from tiny_model import TEXT, tiny_model
 
 from agent_server.backends.transformers import TransformersBackend
+from agent_server.prompts import Prompt
 from agent_server.toolformer.filtering import weighted_loss, weights
 from agent_server.toolformer.generate import (
     GenerateConfig,
     KeptCall,
     _one_per_place,
-    _prompt,
     annotate,
     augment,
     run,
@@ -48,37 +48,47 @@ def logits_of(model, ids: list[int]) -> torch.Tensor:
 
 def test_positions_are_the_probability_of_an_opening_bracket(lm, model):
     shared, context, tokens = lm.encode("Input: "), lm.encode("text "), lm.encode(TEXT)
-    probs = lm.opener_probs(shared, context, tokens)
+    reading = lm.read(shared, context)
+    probs = lm.opener_probs(reading, tokens)
     assert lm.openers.size and all(lm.decode([o]).strip() == "[" for o in lm.openers)
     ids = [*shared, *context, *tokens]
     by_hand = torch.softmax(logits_of(model, ids), dim=-1)[:, list(lm.openers)].sum(dim=-1)
     start = len(shared) + len(context) - 1  # the row that predicts tokens[0]
     assert probs == pytest.approx(by_hand[start : start + len(tokens)].numpy(), abs=1e-5)
+    # A reading is forked for each use: used again, it gives the same.
+    assert lm.opener_probs(reading, tokens) == pytest.approx(probs, abs=1e-6)
     # The shared start is read once and forked: a second text gives the same as a fresh read.
-    assert lm.opener_probs(shared, context, tokens) == pytest.approx(probs, abs=1e-6)
-    with pytest.raises(ValueError, match="context"):
-        lm.opener_probs(shared, [], tokens)
+    assert lm.opener_probs(lm.read(shared, context), tokens) == pytest.approx(probs, abs=1e-6)
+    # With nothing after the shared start, the first probability is read after it.
+    alone = lm.opener_probs(lm.read([*shared, *context], []), tokens)
+    assert alone == pytest.approx(probs, abs=1e-5)
+    with pytest.raises(ValueError, match="nothing to read"):
+        lm.read([], [])
 
 
-def test_logprobs_are_the_models_own(lm, model):
-    prefix, tokens = lm.encode("Input: "), lm.encode(TEXT)[:6]
-    got = lm.logprobs(prefix, tokens)
+def test_logprobs_are_the_models_own_after_any_extension(lm, model):
+    shared, context, tokens = lm.encode("Input: "), lm.encode("The"), lm.encode(TEXT)[:6]
+    reading = lm.read(shared, context)
+    got = lm.logprobs(reading, tokens)
+    prefix = [*shared, *context]
     logp = torch.log_softmax(logits_of(model, [*prefix, *tokens]), dim=-1)
     by_hand = [float(logp[len(prefix) - 1 + t, tok]) for t, tok in enumerate(tokens)]
     assert got == pytest.approx(by_hand, abs=1e-5)
-    with pytest.raises(ValueError, match="prefix"):
-        lm.logprobs([], tokens)
+    # Extended by the first two tokens, the reading predicts the rest as the model does.
+    extended = lm.extend(reading, tokens[:2])
+    assert lm.logprobs(extended, tokens[2:]) == pytest.approx(by_hand[2:], abs=1e-5)
+    assert lm.logprobs(reading, tokens) == pytest.approx(by_hand, abs=1e-6)  # unchanged
 
 
 def test_sampling_gives_n_continuations_reproducibly_and_stops_when_done(lm):
-    shared, context = lm.encode("Input: "), lm.encode("The farm had [Calculator(")
-    first = lm.sample(shared, context, 3, 5, seed=7)
+    reading = lm.read(lm.encode("Input: "), lm.encode("The farm had [Calculator("))
+    first = lm.sample(reading, 3, 5, seed=7)
     assert len(first) == 3 and all(isinstance(s, str) for s in first)
-    assert lm.sample(shared, context, 3, 5, seed=7) == first
-    assert lm.sample(shared, context, 3, 5, seed=8) != first  # 15 random tokens: never equal
+    assert lm.sample(reading, 3, 5, seed=7) == first
+    assert lm.sample(reading, 3, 5, seed=8) != first  # 15 random tokens: never equal
     # Done at once: each sample stops after its first token, as with a limit of one.
-    stopped = lm.sample(shared, context, 3, 5, seed=7, done=lambda _: True)
-    assert stopped == lm.sample(shared, context, 3, 1, seed=7)
+    stopped = lm.sample(reading, 3, 5, seed=7, done=lambda _: True)
+    assert stopped == lm.sample(reading, 3, 1, seed=7)
     assert stopped != first
 
 
@@ -107,13 +117,24 @@ class ScriptedCalls(LM):
         super().__init__(base.backend)
         self.samples = samples
         self.asked: list[str] = []
+        self.read_ids: dict[int, list[int]] = {}  # what each reading has read
 
-    def sample(self, shared, context, n, max_new_tokens, **options):  # noqa: ARG002 - same signature
-        self.asked.append(self.decode([*shared, *context]))
+    def sample(self, reading, n, max_new_tokens, **options):  # noqa: ARG002 - same signature
+        self.asked.append(self.decode(self.read_ids[id(reading)]))
         return self.samples[:n]
 
+    def read(self, shared, context):
+        reading = super().read(shared, context)
+        self.read_ids[id(reading)] = [*shared, *context]
+        return reading
 
-def test_the_whole_run_keeps_filtered_calls_with_real_results(lm):
+    def extend(self, reading, tokens):
+        extended = super().extend(reading, tokens)
+        self.read_ids[id(extended)] = [*self.read_ids[id(reading)], *tokens]
+        return extended
+
+
+def test_the_whole_run_keeps_filtered_calls_with_real_results(lm, model):
     samples = ["120+45) → 165] 165", "120+45)] again", "12 cups)", "no close", "165)]"]
     scripted = ScriptedCalls(lm, samples)
     calculator = Calculator()
@@ -132,8 +153,9 @@ def test_the_whole_run_keeps_filtered_calls_with_real_results(lm):
     assert kept is not None and dropped is None and untried is None
     # The top_k positions by the model's own p([), one call per place in the text.
     x = lm.encode(TEXT)
-    shared, context = _prompt(lm, "Calculator", TEXT)
-    probs = lm.opener_probs(shared, lm.encode(context), x)
+    header = lm.encode(Prompt("plain").instructions([Calculator()]) + "\n\n")
+    by_hand = torch.softmax(logits_of(model, [*header, *x]), dim=-1)[:, list(lm.openers)]
+    probs = by_hand.sum(dim=-1)[len(header) - 1 : -1].numpy()
     top = sorted(int(i) for i in probs.argsort()[::-1][:2])
     offsets = [len(lm.decode(x[:i])) for i in top]
     places = 1 if not TEXT[offsets[0] : offsets[1]].strip() else 2
@@ -146,12 +168,24 @@ def test_the_whole_run_keeps_filtered_calls_with_real_results(lm):
             min(losses["no_call"], losses["call_only"]) - losses["with_result"]
         )
     assert kept.augmented.count("[Calculator(120+45) → 165]") == places
-    # The loss is the weighted loss of the five tokens from the position, by the model.
-    i = kept.calls[0].token
-    by_hand = weighted_loss(lm.logprobs(lm.encode("\n") + x[:i], x[i : i + len(weights())]))
-    assert kept.calls[0].losses["no_call"] == pytest.approx(by_hand, abs=1e-5)
-    # Candidates were sampled after the annotation prompt and the text up to the position.
-    assert all(a.rstrip().endswith("[Calculator(") and "Input:" in a for a in scripted.asked)
+    # Each loss is the weighted loss of the five tokens after the place, by the model reading
+    # the prompt and the text, without the call and with it spliced in as `augment` writes it.
+    call, i = kept.calls[0], kept.calls[0].token
+    window = len(weights())
+    gap = "" if TEXT[: call.offset].endswith(" ") else " "
+    after = lm.encode(" " + TEXT[call.offset :].lstrip(" "))[:window]
+    for loss, before, following in (
+        ("no_call", x[:i], x[i : i + window]),
+        ("with_result", [*x[:i], *lm.encode(gap + "[Calculator(120+45) → 165]")], after),
+        ("call_only", [*x[:i], *lm.encode(gap + "[Calculator(120+45)]")], after),
+    ):
+        logp = torch.log_softmax(logits_of(model, [*header, *before, *following]), dim=-1)
+        start = len(header) + len(before) - 1
+        by_hand = weighted_loss([float(logp[start + t, tok]) for t, tok in enumerate(following)])
+        assert call.losses[loss] == pytest.approx(by_hand, abs=1e-4), loss
+    # Candidates were sampled after the prompt and the text up to the position.
+    assert all(a.rstrip().endswith("[Calculator(") for a in scripted.asked)
+    assert all(a.startswith("You answer questions") for a in scripted.asked)
     assert json.loads(json.dumps(kept.record()))["calls"][0]["result"] == "165"
 
 

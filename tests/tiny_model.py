@@ -8,13 +8,15 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from agent_server.prompts import read_prompt
+from agent_server.prompts import Prompt
+from tools.calculator import Calculator
 
 TEXT = "The farm had 120 sheep and bought 45 more, so it had 165 sheep."
 
 
 def tiny_model() -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
-    corpus = [TEXT, read_prompt("annotate/Calculator.txt"), "[Calculator(1+2) → 3] 0123456789"]
+    prompt = Prompt("plain").instructions([Calculator()])
+    corpus = [TEXT, prompt, "[Calculator(1+2) → 3] 0123456789"]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()

@@ -1,20 +1,25 @@
 """The model as the Toolformer pipeline reads it: through a backend's sessions (llama.cpp's, by
 default).
 
-    LM(backend)                               encode · decode · openers
-    opener_probs(shared, context, tokens)     p(a call opens next) before each of `tokens`
-    logprobs(prefix, tokens)                  log p(tokens[t] | prefix, tokens[:t]) for each t
-    sample(shared, context, n, …)             n continuations, sampled token by token
+    LM(backend)                           encode · decode · openers
+    read(shared, context) → Reading       the model having read `shared` then `context`
+    extend(reading, tokens) → Reading     … and then `tokens` (the reading itself unchanged)
+    opener_probs(reading, tokens)         p(a call opens next) before each of `tokens`
+    logprobs(reading, tokens)             log p(tokens[t] | reading, tokens[:t]) for each t
+    sample(reading, n, …)                 n continuations, sampled token by token
 
-A session returns the next token's logits only, so where a probability is needed at every
-position the tokens are fed one at a time (on llama.cpp, ~30 ms each here). `shared`, the
-annotation prompt's fixed start, is read once and forked for every text (`PrefixCache`), as
-the engine does with its own prompt. Samples are drawn by the engine's `TokenChooser`.
+A reading is a session and its next-token logits; every use forks it, so one reading of a text
+up to a position serves its samples and all its losses. `shared`, the prompt every text is read
+after, is read once and forked (`PrefixCache`), as the engine does with its own prompt. A
+session returns the next token's logits only, so where a probability is needed at every
+position the tokens are fed one at a time (on llama.cpp, ~30 ms each here). Samples are drawn
+by the engine's `TokenChooser`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,12 @@ from agent_server.backends.base import Logits, Session
 from agent_server.calls import Phase
 from agent_server.decoding import Sampling, TokenChooser
 from agent_server.engine import PrefixCache
+
+
+@dataclass(frozen=True)
+class Reading:
+    session: Session
+    logits: Logits  # for the next token
 
 
 class LM:
@@ -43,14 +54,22 @@ class LM:
         """Tokens that open a call: `[`, optionally after white space."""
         return self.backend.vocab.call_openers()
 
-    def opener_probs(
-        self, shared: list[int], context: list[int], tokens: Sequence[int]
-    ) -> npt.NDArray[np.float64]:
-        """`probs[j]` = p(the next token opens a call | shared, context, tokens[:j])."""
-        if not context:
-            raise ValueError("opener_probs needs a context after the shared start")
-        session = self._prefixes.open(shared)
-        logits = session.feed(context)
+    def read(self, shared: list[int], context: list[int]) -> Reading:
+        """The model having read `shared` (from the cache) and then `context`."""
+        if not shared + context:
+            raise ValueError("nothing to read: the model needs at least one token")
+        # The cache holds sessions, not logits: the last token is read again for them.
+        head, tail = (shared[:-1], shared[-1:] + context) if shared else ([], context)
+        session = self._prefixes.open(head)
+        return Reading(session, session.feed(tail))
+
+    def extend(self, reading: Reading, tokens: Sequence[int]) -> Reading:
+        session = _fork(reading.session)
+        return Reading(session, session.feed(list(tokens)) if tokens else reading.logits)
+
+    def opener_probs(self, reading: Reading, tokens: Sequence[int]) -> npt.NDArray[np.float64]:
+        """`probs[j]` = p(the next token opens a call | reading, tokens[:j])."""
+        session, logits = _fork(reading.session), reading.logits
         probs = np.zeros(len(tokens))
         for j, token in enumerate(tokens):
             probs[j] = float(_softmax(logits)[self.openers].sum())
@@ -58,12 +77,9 @@ class LM:
                 logits = session.feed([token])
         return probs
 
-    def logprobs(self, prefix: list[int], tokens: Sequence[int]) -> list[float]:
-        """log p(tokens[t] | prefix, tokens[:t]) for each t; the prefix must not be empty."""
-        if not prefix:
-            raise ValueError("logprobs needs a prefix (a newline will do)")
-        session = self.backend.new_session()
-        logits = session.feed(prefix)
+    def logprobs(self, reading: Reading, tokens: Sequence[int]) -> list[float]:
+        """log p(tokens[t] | reading, tokens[:t]) for each t."""
+        session, logits = _fork(reading.session), reading.logits
         out = []
         for t, token in enumerate(tokens):
             out.append(float(_log_softmax(logits)[token]))
@@ -73,8 +89,7 @@ class LM:
 
     def sample(
         self,
-        shared: list[int],
-        context: list[int],
+        reading: Reading,
         n: int,
         max_new_tokens: int,
         *,
@@ -82,15 +97,13 @@ class LM:
         seed: int = 0,
         done: Callable[[str], bool] = lambda _: False,
     ) -> list[str]:
-        """`n` continuations of `shared + context`, each until `done(text)` or the token limit."""
-        base = self._prefixes.open(shared)
-        first = base.feed(context)
+        """`n` continuations of `reading`, each until `done(text)` or the token limit."""
         chooser = TokenChooser(
             self.backend.vocab, Sampling(temperature=temperature, seed=seed), (), 0
         )
         return [
-            self._continue(_fork(base) if k + 1 < n else base, first, chooser, max_new_tokens, done)
-            for k in range(n)
+            self._continue(_fork(reading.session), reading.logits, chooser, max_new_tokens, done)
+            for _ in range(n)
         ]
 
     def _continue(
