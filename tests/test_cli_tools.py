@@ -6,66 +6,54 @@ engine uses, so the printed text is exactly what the model would read.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_run import cli
 
 from agent_server.settings import Settings
 
 SQUAD = Path(__file__).resolve().parents[1] / "data" / "squad_passages.jsonl"
 
 
-def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "agent_server.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**clean, **env},
-    )
-
-
 def test_tools_lists_what_the_settings_enable(tmp_path):
-    listed = _cli("tools")
+    listed = cli("tools")
     assert listed.returncode == 0, listed.stderr
     names = [line.split(":")[0] for line in listed.stdout.splitlines()]
     assert names == ["Calculator", "Python", "Search"]  # Retrieve waits for documents
     assert "[Calculator(400/1400)]" in listed.stdout
 
     (tmp_path / "notes.md").write_text("# Notes\nThe boiler was serviced in May.\n")
-    with_docs = _cli("tools", AGENT_DOCUMENTS=str(tmp_path))
+    with_docs = cli("tools", AGENT_DOCUMENTS=str(tmp_path))
     assert with_docs.returncode == 0, with_docs.stderr
     assert with_docs.stdout.splitlines()[-1].startswith("Retrieve: ")
 
 
 def test_tool_prints_the_spliced_call_the_model_would_read():
-    done = _cli("tool", "Calculator", "400/1400")
+    done = cli("tool", "Calculator", "400/1400")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[Calculator(400/1400) → 0.2857]"
 
 
 def test_tool_error_is_what_the_model_reads_and_exits_1():
-    done = _cli("tool", "Calculator", "1/0")
+    done = cli("tool", "Calculator", "1/0")
     assert done.returncode == 1
     assert done.stdout.strip() == "[Calculator(1/0) → Error: division by zero]"
 
 
 def test_unknown_tool_and_bad_settings_exit_2_with_a_reason():
-    unknown = _cli("tool", "Weather", "Paris")
+    unknown = cli("tool", "Weather", "Paris")
     assert unknown.returncode == 2
     assert "unknown tools ['Weather']" in unknown.stderr
     assert "Traceback" not in unknown.stderr
 
-    no_corpus = _cli("tools", AGENT_SEARCH_BACKEND="local")
+    no_corpus = cli("tools", AGENT_SEARCH_BACKEND="local")
     assert no_corpus.returncode == 2
     assert "AGENT_SEARCH_CORPUS" in no_corpus.stderr
     assert "Traceback" not in no_corpus.stderr
 
 
 def test_python_tool_runs_code_in_the_sandbox():
-    done = _cli("tool", "Python", "xs = [3, 1, 2]\nprint(sorted(xs))\nsum(xs)")
+    done = cli("tool", "Python", "xs = [3, 1, 2]\nprint(sorted(xs))\nsum(xs)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("[Python(xs = [3, 1, 2]")
     assert "[1, 2, 3]" in done.stdout
@@ -73,7 +61,7 @@ def test_python_tool_runs_code_in_the_sandbox():
 
 
 def test_local_search_over_the_squad_passages():
-    done = _cli(
+    done = cli(
         "tool",
         "Search",
         "Super Bowl 50 champion Denver Broncos",

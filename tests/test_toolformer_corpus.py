@@ -7,25 +7,13 @@ texts, and no text is a question of the math evaluation set.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_run import cli
 
 from agent_server.toolformer.corpus import INSTRUCTION, text, worked_problems
 
 SVAMP = Path(__file__).resolve().parents[1] / "data" / "math_svamp_dev.jsonl"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "agent_server.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean,
-    )
 
 
 def test_a_text_is_the_problem_and_its_solution_without_the_scoring_residue():
@@ -50,7 +38,7 @@ def test_the_same_seed_gives_the_same_worked_problems():
 
 def test_the_command_writes_the_corpus_and_none_of_it_is_an_eval_question(tmp_path):
     out = tmp_path / "corpus.jsonl"
-    done = _cli("toolformer", "corpus", "--size", "300", "--seed", "0", "--out", str(out))
+    done = cli("toolformer", "corpus", "--size", "300", "--seed", "0", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert f"300 texts (gsm_symbolic, seed 0): {out}" in done.stdout
     texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
@@ -61,7 +49,7 @@ def test_the_command_writes_the_corpus_and_none_of_it_is_an_eval_question(tmp_pa
 
 
 def test_a_size_below_one_is_refused_by_name(tmp_path):
-    done = _cli("toolformer", "corpus", "--size", "0", "--out", str(tmp_path / "c.jsonl"))
+    done = cli("toolformer", "corpus", "--size", "0", "--out", str(tmp_path / "c.jsonl"))
     assert done.returncode != 0
     assert "--size must be at least 1" in done.stderr
     assert not (tmp_path / "c.jsonl").exists()
