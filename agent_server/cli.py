@@ -24,6 +24,7 @@ from agent_server.evals import math as evals_math
 from agent_server.evals import qa as evals_qa
 from agent_server.evals.runner import Progress, read_jsonl
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
+from agent_server.prompts import Prompt
 from agent_server.runtime import build_engine, build_tools, build_webgpt
 from agent_server.settings import Settings
 from agent_server.toolformer import generate
@@ -267,6 +268,10 @@ def _add_toolformer_commands(
     tuning = FinetuneConfig()
     tune.add_argument("--data", type=Path, required=True, help="`toolformer generate`'s JSONL")
     tune.add_argument("--out", type=Path, default=Path("build/toolformer/finetuned"))
+    tune.add_argument(
+        "--tools", default="Calculator", help="comma-separated: the tools the prompt lists"
+    )
+    tune.add_argument("--max-tokens", type=int, default=tuning.max_tokens, help="per text")
     tune.add_argument("--epochs", type=int, default=tuning.epochs)
     tune.add_argument("--learning-rate", type=float, default=tuning.learning_rate)
     tune.add_argument("--batch-size", type=int, default=tuning.batch_size)
@@ -330,18 +335,27 @@ def _toolformer_finetune(settings: Settings, args: argparse.Namespace) -> int:
         validation=args.validation,
         eval_every=args.eval_every,
         patience=args.patience,
+        max_tokens=args.max_tokens,
         seed=args.seed,
     )
     if min(config.epochs, config.batch_size, config.eval_every, config.patience) < 1:
         raise ConfigError("--epochs, --batch-size, --eval-every and --patience: at least 1")
     records = read_jsonl(args.data, required=("augmented",))
     source = resolve(settings.model, settings.cache_dir)
+    style = source.prompt_style if settings.prompt_style == "auto" else settings.prompt_style
+    tools = build_tools(settings.model_copy(update={"tools": args.tools.split(",")}))
+    close_registry(tools)  # only their names and descriptions are needed: nothing runs
 
     def load() -> TransformersBackend:
         # fp32: training's small updates vanish in bf16.
         return TransformersBackend.load(source, settings.cache_dir, "float32", settings.threads)
 
     base = load()
+    prompt = Prompt(style)
+
+    def frame(question: str) -> str:  # what the service writes before the model's answer
+        return prompt.render(base, question, list(tools.values())).text
+
     try:
         state = finetune.finetune(
             base.model,
@@ -350,6 +364,7 @@ def _toolformer_finetune(settings: Settings, args: argparse.Namespace) -> int:
             args.out,
             config,
             lambda total: Progress(total, "toolformer finetune"),
+            frame,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -9,8 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent_server.evals.scoring import (
+    as_number,
     contains_answer,
     exact_match,
+    first_number,
     last_number,
     last_number_text,
     majority,
@@ -36,6 +38,7 @@ from agent_server.evals.scoring import (
         (".5", [0.5]),
         ("$12.50 or 50%", [12.5, 50]),
         ("on 3/4/2020", []),
+        ("£2340/month", [2340]),  # a rate: the slash is not a fraction's
         ("the 6th", [6]),
         ("CO2 and x2", []),
         ("no number here", []),
@@ -137,3 +140,17 @@ def test_percentile_by_nearest_rank():
 def test_the_last_number_as_written():
     assert last_number_text("from 1,200 to 0.29 each") == "0.29"
     assert last_number_text("none") is None
+
+
+def test_a_text_that_is_one_number_and_the_first_number_as_written():
+    assert [as_number(t) for t in ("2340", " -0.5 ", "1,234", "108*x", "2 and 3", "")] == [
+        2340,
+        -0.5,
+        1234,
+        None,
+        None,
+        None,
+    ]
+    assert first_number("It costs £2340/month, not 12.") == (10, "2340")
+    assert first_number("x2 and 3/4 then 5") == (7, "3/4")
+    assert first_number("none here") is None

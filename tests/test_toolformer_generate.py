@@ -21,10 +21,12 @@ from agent_server.toolformer.filtering import weighted_loss, weights
 from agent_server.toolformer.generate import (
     GenerateConfig,
     KeptCall,
+    Place,
     _one_per_place,
     annotate,
     augment,
     run,
+    stated,
 )
 from agent_server.toolformer.lm import LM
 from tools.calculator import Calculator
@@ -157,9 +159,11 @@ def test_the_whole_run_keeps_filtered_calls_with_real_results(lm, model):
     by_hand = torch.softmax(logits_of(model, [*header, *x]), dim=-1)[:, list(lm.openers)]
     probs = by_hand.sum(dim=-1)[len(header) - 1 : -1].numpy()
     top = sorted(int(i) for i in probs.argsort()[::-1][:2])
-    offsets = [len(lm.decode(x[:i])) for i in top]
-    places = 1 if not TEXT[offsets[0] : offsets[1]].strip() else 2
-    assert len(kept.calls) == places and kept.calls[0].token == top[0]
+    # A Calculator call is kept only where the text goes on to state its result, 165, in the
+    # window the filter scores: the positions just before "165" (and the space before it).
+    states = [i for i in top if TEXT[len(lm.decode(x[:i])) :].lstrip().startswith("165")]
+    assert states, "the tiny model's top positions should include one before 165"
+    assert len(kept.calls) == 1 and kept.calls[0].token == states[0]
     for call in kept.calls:
         # The duplicate ran once; "12 cups" failed in the Calculator; "165" restates itself.
         assert (call.tool, call.args, call.result) == ("Calculator", "120+45", "165")
@@ -167,7 +171,7 @@ def test_the_whole_run_keeps_filtered_calls_with_real_results(lm, model):
         assert call.gain == pytest.approx(
             min(losses["no_call"], losses["call_only"]) - losses["with_result"]
         )
-    assert kept.augmented.count("[Calculator(120+45) → 165]") == places
+    assert kept.augmented.count("[Calculator(120+45) → 165]") == 1
     # Each loss is the weighted loss of the five tokens after the place, by the model reading
     # the prompt and the text, without the call and with it spliced in as `augment` writes it.
     call, i = kept.calls[0], kept.calls[0].token
@@ -191,15 +195,37 @@ def test_the_whole_run_keeps_filtered_calls_with_real_results(lm, model):
 
 def test_run_writes_one_record_per_annotated_text(lm, tmp_path):
     scripted = ScriptedCalls(lm, ["120+45) → 165] 165"])
-    records = [{"id": "a", "text": TEXT}, {"doc_id": "b", "text": "It had 120 sheep."}]
+    # The third text has no place where a result of 165 is stated next: nothing is kept.
+    records = [
+        {"id": "a", "text": TEXT},
+        {"doc_id": "b", "text": TEXT},
+        {"id": "c", "text": "It had 120 sheep."},
+    ]
     calculator = Calculator()
     out = tmp_path / "out" / "generated.jsonl"
     try:
-        config = GenerateConfig(top_k=1, tau_s=0.0, tau_f=-math.inf, m=1)
+        config = GenerateConfig(top_k=2, tau_s=0.0, tau_f=-math.inf, m=1)
         summary = asyncio.run(run(scripted, records, {"Calculator": calculator}, config, out))
     finally:
         calculator.close()
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in written] == ["a", "b"]
-    assert (summary.texts, summary.annotated, summary.calls) == (2, 2, {"Calculator": 2})
+    assert (summary.texts, summary.annotated, summary.calls) == (3, 2, {"Calculator": 2})
     assert all("[Calculator(120+45) → 165]" in r["augmented"] for r in written)
+
+
+@pytest.mark.parametrize(
+    ("text", "result", "within", "expected"),
+    [
+        ("It has 9 + 43 = 52 skeins.", "52", 6, True),  # the next number is the result
+        ("It is 400 / 1400 = 0.29 of it.", "0.2857", 6, True),  # rounded as written
+        ("It is 400 / 1400 = 0.28 of it.", "0.2857", 6, False),  # rounded is 0.29, not 0.28
+        ("It has 6.67 / 12 = 8 episodes.", "0.5556", 6, False),  # the text ignores the result
+        ("It was left with 36.\nHe found 36 more.", "36", 6, False),  # stated, but far after
+        ("So 9 x 12 = 108 eggs.", "108*x", 6, False),  # not a number
+        ("It earns 195*12 = £2340/month.", "2340", 6, True),  # currency and unit around it
+    ],
+)
+def test_a_calculator_result_must_be_stated_right_after_the_call(text, result, within, expected):
+    offset = text.index("=") + 2 if "=" in text else text.index(".") + 1
+    assert stated(result, Place(text, [], 0, offset), within) is expected

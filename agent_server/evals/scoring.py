@@ -28,7 +28,7 @@ _NUMBER = re.compile(
     r"(?:(?<![\w.])(-))?"  # a sign, unless glued to what comes before ("54-48" is 54 and 48)
     r"(?<![\w./])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
     r"(?:/(\d+(?:\.\d+)?))?"
-    r"(?![\d/]|,\d{3})"  # no number stops inside another: "1,234" is never 1 and 234
+    r"(?!\d|/\d|,\d{3})"  # no number stops inside another: "1,234" is never 1 and 234
 )
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
@@ -57,6 +57,21 @@ def last_number_text(text: str) -> str | None:
     """The last number in `text` as it is written there, or None."""
     written = [m.group(0) for m in _NUMBER.finditer(text) if numbers(m.group(0))]
     return written[-1] if written else None
+
+
+def as_number(text: str) -> float | None:
+    """The value of `text` if it is one number and nothing else ("2340", "-0.5"), else None."""
+    match = _NUMBER.fullmatch(text.strip())
+    found = numbers(match.group(0)) if match else []
+    return found[0] if found else None
+
+
+def first_number(text: str) -> tuple[int, str] | None:
+    """Where the first number in `text` starts and how it is written there, or None."""
+    for match in _NUMBER.finditer(text):
+        if numbers(match.group(0)):
+            return match.start(), match.group(0)
+    return None
 
 
 def same_number(a: float | None, b: float | None) -> bool:

@@ -1,7 +1,12 @@
 """`agent-server toolformer finetune`: LoRA (or full) fine-tuning on the generated texts, on a CPU.
 
-The augmented texts are plain language-model data, calls inline, loss on every token
-(Toolformer, section 2, "Model finetuning"). A fixed share of the texts, chosen by a hash of
+The augmented texts are language-model data, calls inline (Toolformer, section 2, "Model
+finetuning"). A worked problem, `Question: … Answer: …`, is trained as the service will show it
+to the model: `frame(question)` is the prompt the service writes for that question (its
+instructions and examples, in the model's chat template, ending in "Answer:"), and the loss is
+on the answer and the end of the turn alone. Trained on the bare text instead, the model learnt
+an answer style its prompt never asks for (README, "Toolformer training"). Any other text is
+trained whole, loss on every token. A fixed share of the texts, chosen by a hash of
 each id (so it never moves between runs), is held back to measure the loss; training stops
 after `patience` measurements without a better one, and the best weights are what it writes:
 
@@ -36,6 +41,26 @@ from agent_server.evals.runner import Progress
 from agent_server.toolformer.config import FinetuneConfig
 
 
+@dataclass(frozen=True)
+class Example:
+    """One training text: `prompt` is read, `completion` is learnt (the loss is on it alone)."""
+
+    prompt: str
+    completion: str
+
+
+Frame = Callable[[str], str]  # a question → the prompt the service writes for it
+
+
+def framed(text: str, frame: Frame | None) -> Example:
+    """`text` as the model will meet it: a worked problem, `Question: q\nAnswer: a`, becomes
+    the service's prompt for q and the answer a; anything else (or no frame) stays whole."""
+    question, cue, answer = text.partition("\nAnswer:")
+    if frame is None or not cue or not question.startswith("Question:"):
+        return Example("", text)
+    return Example(frame(question.removeprefix("Question:").strip()), answer)
+
+
 @dataclass
 class State:
     """Progress, saved with each checkpoint."""
@@ -49,14 +74,16 @@ class State:
     history: list[tuple[int, float]] | None = None  # (step, validation loss)
 
 
-def split(records: Sequence[dict[str, Any]], share: float) -> tuple[list[str], list[str]]:
-    """(training, validation) texts; a text is held back when its id's hash falls in `share`."""
-    train: list[str] = []
-    held: list[str] = []
+def split(
+    records: Sequence[dict[str, Any]], share: float, frame: Frame | None = None
+) -> tuple[list[Example], list[Example]]:
+    """(training, validation) examples; a text is held back when its id's hash is in `share`."""
+    train: list[Example] = []
+    held: list[Example] = []
     for number, record in enumerate(records):
         key = str(record.get("id", number)).encode()
         bucket = int.from_bytes(hashlib.sha256(key).digest()[:4], "big") / 2**32
-        (held if bucket < share else train).append(str(record["augmented"]))
+        (held if bucket < share else train).append(framed(str(record["augmented"]), frame))
     return train, held
 
 
@@ -67,15 +94,16 @@ def finetune(
     out: Path,
     config: FinetuneConfig,
     progress: Callable[[int], Progress] | None = None,
+    frame: Frame | None = None,
 ) -> State:
     """Train on `records` ({id, augmented}) into `out`, resuming from its checkpoint if any."""
-    train, held = split(records, config.validation)
+    train, held = split(records, config.validation, frame)
     if not train or not held:
         raise ValueError(
             f"{len(train)} texts to train on and {len(held)} held back: need at least one of each"
         )
-    if tokenizer.pad_token is None:  # batches are padded; padding is masked out of the loss
-        tokenizer.pad_token = tokenizer.eos_token
+    for example in (*train, *held):
+        _tokens(tokenizer, example, config.max_tokens)  # a text that cannot fit fails now
     model = _trainable(model, config)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate
@@ -153,29 +181,55 @@ def _peft_on_transformers_5() -> Iterator[None]:
         yield
 
 
-def _epoch_order(texts: Sequence[str], seed: int, epoch: int) -> list[str]:
-    order = list(texts)
+def _epoch_order(examples: Sequence[Example], seed: int, epoch: int) -> list[Example]:
+    order = list(examples)
     random.Random(f"{seed}:{epoch}").shuffle(order)
     return order
 
 
-def _loss(model: Any, tokenizer: Any, texts: Sequence[str], max_tokens: int) -> torch.Tensor:
-    eos = tokenizer.eos_token or ""
-    encoded = tokenizer(
-        [t + eos for t in texts],
-        return_tensors="pt",
-        padding=True,
-        truncation=True,
-        max_length=max_tokens,
-        add_special_tokens=False,
-    )
-    labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
-    loss: torch.Tensor = model(**encoded, labels=labels).loss
+def _loss(model: Any, tokenizer: Any, examples: Sequence[Example], max_tokens: int) -> torch.Tensor:
+    """The mean loss on the completions' tokens (and the end of text after each)."""
+    rows = [_tokens(tokenizer, e, max_tokens) for e in examples]
+    width = max(len(ids) for ids, _ in rows)
+    # Padding is masked out of attention and loss; it is the end-of-text token because that one
+    # is surely in the model's vocabulary (a declared padding token may not be: Qwen2's is not
+    # in every checkpoint's embeddings).
+    ids = torch.full((len(rows), width), tokenizer.eos_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (tokens, read) in enumerate(rows):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        labels[row, read : len(tokens)] = torch.tensor(tokens[read:])
+        mask[row, : len(tokens)] = 1
+    loss: torch.Tensor = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     return loss
 
 
+def _tokens(tokenizer: Any, example: Example, max_tokens: int) -> tuple[list[int], int]:
+    """The example's tokens, cut to `max_tokens`, and how many of them are the prompt.
+
+    Prompt and completion are encoded apart, as the engine encodes its prompt and then adds
+    the tokens the model writes."""
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    prompt = encode(example.prompt)
+    if len(prompt) >= max_tokens:
+        raise ValueError(
+            f"a prompt of {len(prompt)} tokens leaves nothing to learn in max_tokens {max_tokens}"
+        )
+    completion = encode(example.completion + (tokenizer.eos_token or ""))
+    return (prompt + completion)[:max_tokens], len(prompt)
+
+
 def _evaluate(
-    model: Any, tokenizer: Any, held: Sequence[str], state: State, config: FinetuneConfig, out: Path
+    model: Any,
+    tokenizer: Any,
+    held: Sequence[Example],
+    state: State,
+    config: FinetuneConfig,
+    out: Path,
 ) -> None:
     model.eval()
     with torch.inference_mode():
