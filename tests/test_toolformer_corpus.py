@@ -1,7 +1,7 @@
 """`agent-server toolformer corpus`: worked word problems from reasoning-gym, run as a user would.
 
-No model: the corpus is text. Checked: the scoring residue is gone, the same seed gives the same
-texts, and no text is a question of the math evaluation set.
+No model: the corpus is text. Checked: the scoring residue is gone, solutions are short and on one
+line, the same seed gives the same texts, and no text is a question of the math evaluation set.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ SVAMP = Path(__file__).resolve().parents[1] / "data" / "math_svamp_dev.jsonl"
 
 def test_a_text_is_the_problem_and_its_solution_without_the_scoring_residue():
     question = "Ann has 3 pens and buys 4. How many?" + INSTRUCTION
-    solution = "She has 3+4=7 pens.\n#### 7"
+    solution = "She has 3+4=7 pens\nSo 7*2 = 14.\n#### 7"
     assert text(question, solution) == (
-        "Question: Ann has 3 pens and buys 4. How many?\nAnswer: She has 3+4=7 pens."
+        "Question: Ann has 3 pens and buys 4. How many?\nAnswer: She has 3+4=7 pens. So 7*2 = 14."
     )
 
 
@@ -34,6 +34,7 @@ def test_the_same_seed_gives_the_same_worked_problems():
         assert question.startswith("Question: ") and answer
         assert "####" not in record["text"] and "final answer" not in record["text"]
         assert any(c.isdigit() for c in answer)  # a worked solution computes
+        assert "\n" not in answer
 
 
 def test_the_command_writes_the_corpus_and_none_of_it_is_an_eval_question(tmp_path):
