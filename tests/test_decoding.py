@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -343,3 +345,20 @@ def test_a_vanishing_temperature_is_greedy_not_a_numeric_error() -> None:
     vocab = make_vocab(["a", "b", "c", "d"])
     tiny = TokenChooser(vocab, Sampling(temperature=1e-300, seed=1), (), 0)
     assert tiny.choose(logits, Phase.TEXT, "", 0) == 1
+
+
+def test_threads_reading_the_vocabulary_at_once_list_each_token_once() -> None:
+    # llama.cpp's batching reads one model from several threads; the lazily listed pieces
+    # were once extended by several of them at once, listing tokens twice, past the logits' end.
+    pieces = [f"w{i}" for i in range(2_000)] + ["["]
+
+    def slow_piece(i: int) -> str:
+        if i == 0:
+            time.sleep(0.3)  # the other readers arrive while the first is listing
+        return pieces[i]
+
+    vocab = Vocabulary(size=lambda: len(pieces), piece=slow_piece, eos_ids=frozenset())
+    with ThreadPoolExecutor(3) as pool:
+        openers = list(pool.map(lambda _: vocab.call_openers(), range(3)))
+    assert vocab.pieces() == pieces
+    assert all(o.tolist() == [len(pieces) - 1] for o in openers)

@@ -11,6 +11,7 @@ Token choice (greedy or sampled, the call rule, the name constraint) lives in
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -83,11 +84,13 @@ class Vocabulary:
     _allowed: dict[tuple[str, tuple[str, ...], int], npt.NDArray[np.int64]] = field(
         default_factory=dict, repr=False
     )
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def pieces(self) -> list[str]:
         size = self.size()
-        if len(self._pieces) < size:
-            self._pieces.extend(self.piece(i) for i in range(len(self._pieces), size))
+        with self._lock:  # threads reading one model at once (llama.cpp's batching) share this
+            if len(self._pieces) < size:
+                self._pieces.extend(self.piece(i) for i in range(len(self._pieces), size))
         return self._pieces
 
     def call_openers(self) -> npt.NDArray[np.int64]:
