@@ -25,7 +25,7 @@ from agent_server.evals import qa as evals_qa
 from agent_server.evals.runner import Progress, read_jsonl
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.prompts import Prompt
-from agent_server.runtime import build_engine, build_tools, build_webgpt
+from agent_server.runtime import build_engine, build_tools, build_webgpt, prompt_style
 from agent_server.settings import Settings
 from agent_server.toolformer import generate
 from agent_server.toolformer.config import FinetuneConfig
@@ -342,7 +342,7 @@ def _toolformer_finetune(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("--epochs, --batch-size, --eval-every and --patience: at least 1")
     records = read_jsonl(args.data, required=("augmented",))
     source = resolve(settings.model, settings.cache_dir)
-    style = source.prompt_style if settings.prompt_style == "auto" else settings.prompt_style
+    style = prompt_style(settings, source)
     tools = build_tools(settings.model_copy(update={"tools": args.tools.split(",")}))
     close_registry(tools)  # only their names and descriptions are needed: nothing runs
 

@@ -9,7 +9,7 @@ from agent_server.engine import Engine, EngineConfig
 from agent_server.errors import ConfigError
 from agent_server.models import ModelSource
 from agent_server.pages import PageError, PageFetcher
-from agent_server.prompts import Prompt
+from agent_server.prompts import Prompt, PromptStyle
 from agent_server.readable import Page, plain_page
 from agent_server.settings import Settings
 from agent_server.webgpt import WebGPT, WebGPTConfig
@@ -39,6 +39,11 @@ def load_model(settings: Settings) -> tuple[Backend, ModelSource]:
     )
 
 
+def prompt_style(settings: Settings, source: ModelSource) -> PromptStyle:
+    """The prompt style: the setting's, or on "auto" the one the model is known to answer best."""
+    return source.prompt_style if settings.prompt_style == "auto" else settings.prompt_style
+
+
 def build_engine(settings: Settings) -> Engine:
     tools = build_tools(settings)  # first: a bad tool setting fails before a minute of loading
     try:
@@ -49,7 +54,7 @@ def build_engine(settings: Settings) -> Engine:
     # Only now: an index build embeds with transformers in a thread of its own, and two threads
     # importing from transformers at once can fail ("cannot import name 'AutoModelForCausalLM'").
     start_tools(tools)  # spare processes and indexes warm up in the background
-    style = source.prompt_style if settings.prompt_style == "auto" else settings.prompt_style
+    style = prompt_style(settings, source)
     config = EngineConfig(
         max_calls=settings.max_calls,
         call_timeout_s=settings.call_timeout_s,
