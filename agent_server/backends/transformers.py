@@ -10,6 +10,7 @@ prompt token. This is the only module that imports torch.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import shutil
@@ -40,6 +41,7 @@ class TransformersBackend:
         self._model = model
         self._tokenizer = tokenizer
         self.name = name
+        self._cache_argument = _cache_argument(model)
         eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
         self.vocab = Vocabulary(
             size=lambda: int(model.get_output_embeddings().weight.shape[0]),
@@ -101,12 +103,13 @@ class TransformersBackend:
         return str(text)
 
     def new_session(self) -> TransformersSession:
-        return TransformersSession(self._model)
+        return TransformersSession(self._model, self._cache_argument)
 
 
 class TransformersSession:
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, cache_argument: str) -> None:
         self._model = model
+        self._cache_argument = cache_argument
         self._cache = DynamicCache()
         self._length = 0
 
@@ -116,7 +119,7 @@ class TransformersSession:
 
     def fork(self) -> TransformersSession:
         """A session that has read the same tokens, with a copy of this one's KV cache."""
-        twin = TransformersSession(self._model)
+        twin = TransformersSession(self._model, self._cache_argument)
         twin._cache = copy.deepcopy(self._cache)
         twin._length = self._length
         return twin
@@ -124,12 +127,18 @@ class TransformersSession:
     def feed(self, token_ids: Sequence[int]) -> Logits:
         ids = torch.tensor([list(token_ids)], dtype=torch.long)
         with torch.inference_mode():
-            out = self._model(
-                input_ids=ids, past_key_values=self._cache, use_cache=True, logits_to_keep=1
-            )
+            cache = {self._cache_argument: self._cache}
+            out = self._model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache)
         self._length += len(token_ids)
         logits: Logits = out.logits[0, -1].float().numpy()
         return logits
+
+
+def _cache_argument(model: Any) -> str:
+    """The name `forward` takes the KV cache by: transformers 5.24 renamed `past_key_values`
+    to `cache` and warns on the old name, and the install allows either release."""
+    parameters = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def _convert(source: ModelSource, target: Path, dtype: torch.dtype) -> None:
