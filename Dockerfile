@@ -41,7 +41,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # `pip install -e .` needs the packages (and README.md, pyproject's readme) in place, so a change
 # to the source reinstalls; the pip cache mount keeps that to a local reinstall (a minute or two)
 # without downloading the wheels again, and keeps the wheel cache out of the image.
-COPY --chown=agent:agent Makefile pyproject.toml README.md ./
+COPY --chown=agent:agent Makefile pyproject.toml constraints.txt README.md ./
 COPY --chown=agent:agent agent_server ./agent_server/
 COPY --chown=agent:agent tools ./tools/
 COPY --chown=agent:agent prompts ./prompts/

