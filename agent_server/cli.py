@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "model-server":
             return _model_server(settings, args.host, args.port)
         if args.command == "toolformer" and args.stage == "corpus":
-            return _toolformer_corpus(args)
+            return asyncio.run(_toolformer_corpus(settings, args))
         if args.command == "toolformer" and args.stage == "finetune":
             return _toolformer_finetune(settings, args)
         if args.command == "toolformer":
@@ -247,8 +247,21 @@ def _add_toolformer_commands(
     which = toolformer.add_subparsers(dest="stage", required=True)
     corpus = which.add_parser("corpus", help="write worked word problems to annotate (JSONL)")
     corpus.add_argument("--out", type=Path, default=Path("build/toolformer/corpus.jsonl"))
-    corpus.add_argument("--size", type=int, default=300, help="how many texts")
+    corpus.add_argument("--size", type=int, default=300, help="how many problems")
     corpus.add_argument("--seed", type=int, default=0)
+    corpus.add_argument(
+        "--source",
+        choices=["one_step", "gsm_symbolic"],
+        default="one_step",
+        help="one-step problems from templates, or reasoning-gym's GSM8K-like ones",
+    )
+    corpus.add_argument(
+        "--voice",
+        choices=["solutions", "model"],
+        default="solutions",
+        help="answers: the generators' worked solutions, or the model's own right answers",
+    )
+    corpus.add_argument("--workers", type=int, default=4, help="--voice model: answers at once")
     generate = which.add_parser("generate", help="annotate texts with the calls that help")
     defaults = GenerateConfig()
     generate.add_argument("--corpus", type=Path, required=True, help="JSONL with a `text` each")
@@ -282,11 +295,27 @@ def _add_toolformer_commands(
     tune.add_argument("--seed", type=int, default=tuning.seed)
 
 
-def _toolformer_corpus(args: argparse.Namespace) -> int:
+async def _toolformer_corpus(settings: Settings, args: argparse.Namespace) -> int:
     from agent_server.toolformer import corpus
 
-    written = corpus.write(args.out, args.size, args.seed)
-    print(f"{written} texts ({corpus.GENERATOR}, seed {args.seed}): {args.out}")
+    if args.size < 1 or args.workers < 1:
+        raise ConfigError("--size and --workers must be at least 1")
+    if args.voice == "solutions":
+        written = corpus.write(args.out, corpus.worked_problems(args.size, args.seed, args.source))
+        print(f"{written} texts ({args.source}, seed {args.seed}): {args.out}")
+        return 0
+    problems = list(corpus.problems(args.source, args.size, args.seed))
+    engine = await asyncio.to_thread(build_engine, settings)
+    try:
+        progress = Progress(len(problems), "toolformer corpus")
+        records = await corpus.own_answers(engine, problems, args.workers, progress)
+    finally:
+        engine.close()
+    written = corpus.write(args.out, records)
+    print(
+        f"{written} texts: the model's right answers to {len(problems)} problems "
+        f"({args.source}, seed {args.seed}): {args.out}"
+    )
     return 0
 
 

