@@ -27,7 +27,7 @@ from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.prompts import Prompt
 from agent_server.runtime import build_engine, build_tools, build_webgpt, prompt_style
 from agent_server.settings import Settings
-from agent_server.toolformer import generate
+from agent_server.toolformer import corpus, generate
 from agent_server.toolformer.config import FinetuneConfig
 from agent_server.toolformer.generate import GenerateConfig
 from tools.base import invoke
@@ -245,23 +245,27 @@ def _add_toolformer_commands(
 ) -> None:
     toolformer = commands.add_parser("toolformer", help="teach the model to use tools")
     which = toolformer.add_subparsers(dest="stage", required=True)
-    corpus = which.add_parser("corpus", help="write worked word problems to annotate (JSONL)")
-    corpus.add_argument("--out", type=Path, default=Path("build/toolformer/corpus.jsonl"))
-    corpus.add_argument("--size", type=int, default=300, help="how many problems")
-    corpus.add_argument("--seed", type=int, default=0)
-    corpus.add_argument(
+    corpus_command = which.add_parser(
+        "corpus", help="write worked word problems to annotate (JSONL)"
+    )
+    corpus_command.add_argument("--out", type=Path, default=Path("build/toolformer/corpus.jsonl"))
+    corpus_command.add_argument("--size", type=int, default=300, help="how many problems")
+    corpus_command.add_argument("--seed", type=int, default=0)
+    corpus_command.add_argument(
         "--source",
-        choices=["one_step", "gsm_symbolic"],
+        choices=corpus.SOURCES,
         default="one_step",
         help="one-step problems from templates, or reasoning-gym's GSM8K-like ones",
     )
-    corpus.add_argument(
+    corpus_command.add_argument(
         "--voice",
         choices=["solutions", "model"],
         default="solutions",
         help="answers: the generators' worked solutions, or the model's own right answers",
     )
-    corpus.add_argument("--workers", type=int, default=4, help="--voice model: answers at once")
+    corpus_command.add_argument(
+        "--workers", type=int, default=4, help="--voice model: answers at once"
+    )
     generate = which.add_parser("generate", help="annotate texts with the calls that help")
     defaults = GenerateConfig()
     generate.add_argument("--corpus", type=Path, required=True, help="JSONL with a `text` each")
@@ -296,8 +300,6 @@ def _add_toolformer_commands(
 
 
 async def _toolformer_corpus(settings: Settings, args: argparse.Namespace) -> int:
-    from agent_server.toolformer import corpus
-
     if args.size < 1 or args.workers < 1:
         raise ConfigError("--size and --workers must be at least 1")
     if args.voice == "solutions":
