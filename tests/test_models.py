@@ -59,7 +59,7 @@ def test_default_model_packages_are_installed_and_verified(tmp_path):
     small = resolve("smollm2-135m", tmp_path)
     assert small.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert small.prompt_style == "plain"
-    assert set(EMBEDDED) == {"qwen2.5-coder-0.5b", "smollm2-135m"}
+    assert set(EMBEDDED) == {"qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"}
 
 
 def test_user_paths_and_hub_ids(tmp_path):
