@@ -1,7 +1,9 @@
 """The reader's answer while the model is still writing: its text without call syntax.
 
-An OpenAI client shows `content` as it streams; it must read like the final answer
-(`FinalEvent.answer`, which is `strip_calls` of the text), not like the raw text with its calls.
+The engine feeds it everything the answer's text receives (the model's tokens as they are
+streamed, and each spliced result) and sends what it returns as `AnswerEvent`s, so every client
+(the OpenAI stream, the native stream, the UI) shows the same reader's answer as it grows, and
+the deltas add up to `FinalEvent.answer` (`strip_calls` of the text).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ class AnswerStream:
     `strip_calls` only at a call, so a long answer costs linear time, not quadratic.
     """
 
-    def __init__(self) -> None:
-        self._scanner = CallScanner()
+    def __init__(self, fence: str | None = None, inline: bool = True) -> None:
+        self._fence, self._inline = fence, inline  # as for `calls.CallScanner`
+        self._scanner = CallScanner(fence, inline=inline)
         self._chars: list[str] = []
         self._safe = 0  # the text before this cannot change how it reads
         self._segments = 0  # scanner segments looked at
@@ -74,13 +77,13 @@ class AnswerStream:
         safe = "".join(self._chars[: self._safe])
         if not safe[self._last_call_end :].lstrip(" "):
             return ""  # whether a call stands for its result depends on what follows it
-        answer = strip_calls(safe)
+        answer = strip_calls(safe, self._fence, inline=self._inline)
         if not answer.startswith(self._sent):  # pragma: no cover - as in `finish`
             return ""
         delta, self._sent = answer[len(self._sent) :], answer
         # The text after the call has begun; from here on it is appended as it comes. What
         # `strip_calls` keeps of its trailing white space shows behind a sentinel letter.
         self._settled = True
-        tail = strip_calls(safe + "x")[len(answer) : -1]
+        tail = strip_calls(safe + "x", self._fence, inline=self._inline)[len(answer) : -1]
         self._held = tail if not tail.strip() else ""
         return delta

@@ -5,11 +5,16 @@
 with Server-Sent Events, one per event (in WebGPT mode, each browser command is a call and its
 observation a result):
 
-    event: token    {"text": ...}                     text as the model writes it, calls included
-    event: call     {"index", "tool", "argument"}      a call closed; its tool runs now
-    event: result   {"index", "tool", "argument", "result", "error", "duration_s"}
+    event: token    {"text", "sample"}                text as the model writes it, calls included
+    event: answer   {"text"}                          more of the reader's answer (no call syntax);
+                                                      the texts add up to the final `answer`
+    event: call     {"index", "tool", "argument", "sample"}  a call closed; its tool runs now
+    event: result   {"index", "tool", "argument", "result", "error", "duration_s", "sample"}
     event: final    the whole AskResponse
     event: error    {"error": ...}                     the answer could not be finished
+
+`sample` says which of several samples (self-consistency) wrote a token or made a call; an
+answer of one sample leaves it out. With several, the `answer` text comes once, after the vote.
 
 A client that disconnects stops its answer: the stream's generator is cancelled at the next
 event, and a plain request is watched for a disconnect while the engine works.
@@ -39,7 +44,7 @@ from agent_server.deps import (
 )
 from agent_server.engine import final_event
 from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
-from agent_server.events import CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
+from agent_server.events import AnswerEvent, CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
 from agent_server.schemas import (
     AskRequest,
     AskResponse,
@@ -84,7 +89,14 @@ async def ask(
     metrics: MetricsDep,
 ) -> Response:
     _check_mode(body)
-    engine.select_tools(body.tools)  # an unknown tool is a 400 before any work starts
+    if body.mode == "toolformer":  # an unknown tool or strategy is a 400 before any work
+        engine.plan(
+            body.question,
+            strategy=body.strategy,
+            samples=body.samples,
+            tools=body.tools,
+            max_calls=body.max_calls,
+        )
     history: list[tuple[str, str]] = []
     if body.conversation_id is not None:
         history = await store.history(body.conversation_id, engine.prompt.history_turns)
@@ -95,6 +107,8 @@ async def ask(
             return webgpt.stream(body.question, sampling=sampling)
         return engine.stream(
             body.question,
+            strategy=body.strategy,
+            samples=body.samples,
             sampling=sampling,
             tools=body.tools,
             max_calls=body.max_calls,
@@ -217,8 +231,11 @@ async def delete_document(document_id: str, documents: DocumentsDep) -> Response
 
 
 def _check_mode(body: AskRequest) -> None:
-    if body.mode == "webgpt" and (body.tools is not None or body.max_calls is not None):
-        raise BadRequest("tools and max_calls apply to mode 'toolformer'; webgpt mode browses")
+    toolformer_only = (body.tools, body.max_calls, body.strategy, body.samples)
+    if body.mode == "webgpt" and any(option is not None for option in toolformer_only):
+        raise BadRequest(
+            "tools, max_calls, strategy and samples apply to mode 'toolformer'; webgpt mode browses"
+        )
 
 
 def _sampling(body: AskRequest, settings: Settings) -> Sampling:
@@ -261,12 +278,19 @@ async def _sse(
         yield _sse_frame("error", ErrorBody(error=str(exc)).model_dump_json())
 
 
-def _frame(event: TokenEvent | CallEvent | ResultEvent) -> str:
+def _frame(event: TokenEvent | AnswerEvent | CallEvent | ResultEvent) -> str:
     if isinstance(event, TokenEvent):
-        return _sse_frame("token", json.dumps({"text": event.text}, ensure_ascii=False))
+        token = {"text": event.text} | ({} if event.sample is None else {"sample": event.sample})
+        return _sse_frame("token", json.dumps(token, ensure_ascii=False))
+    if isinstance(event, AnswerEvent):
+        return _sse_frame("answer", json.dumps({"text": event.text}, ensure_ascii=False))
     if isinstance(event, CallEvent):
         return _sse_frame("call", CallItem.from_event(event).model_dump_json())
-    item = {"index": event.index, **TraceItem.from_event(event).model_dump()}
+    item = {
+        "index": event.index,
+        **TraceItem.from_event(event).model_dump(),
+        "sample": event.sample,
+    }
     return _sse_frame("result", json.dumps(item, ensure_ascii=False))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent_server import strategies
 from agent_server.calls import quote, render
 from agent_server.citations import references
 from agent_server.decoding import Sampling
@@ -47,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="toolformer",
         help="webgpt: browse, quote and answer with numbered references",
     )
+    ask.add_argument(
+        "--strategy",
+        choices=strategies.CHOICES,
+        help="how to reason (default: the service's, AGENT_STRATEGY)",
+    )
+    ask.add_argument("--samples", type=int, help="answers to sample and vote on")
     ask.add_argument("--trace", action="store_true", help="print every call and its result")
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
     ask.add_argument("--tools", nargs="*", help="tools to allow (default: all)")
@@ -119,13 +126,19 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
             webgpt.stream(args.question, sampling=sampling)
             if webgpt is not None
             else engine.stream(
-                args.question, sampling=sampling, tools=args.tools, max_calls=args.max_calls
+                args.question,
+                strategy=args.strategy,
+                samples=args.samples,
+                sampling=sampling,
+                tools=args.tools,
+                max_calls=args.max_calls,
             )
         )
         async for event in events:
             if args.trace and isinstance(event, CallEvent):
                 called = f"{event.tool}({event.argument})" if event.argument else event.tool
-                print(f"→ {called}", file=sys.stderr)
+                by = "" if event.sample is None else f"[sample {event.sample}] "
+                print(f"{by}→ {called}", file=sys.stderr)
             elif args.trace and isinstance(event, ResultEvent):
                 outcome = event.result if event.ok else f"error: {event.error}"
                 print(f"  = {outcome}  ({event.duration_s * 1000:.0f} ms)", file=sys.stderr)
@@ -149,9 +162,15 @@ def _print_final(final: FinalEvent, model: str, args: argparse.Namespace) -> Non
         print(f"{reference} {reference.url}")
     if args.trace:
         t, u = final.timings, final.usage
+        for check in final.checks:
+            print(f"check: {check.kind} (stated {check.stated}, computed {check.computed})",
+                  file=sys.stderr)  # fmt: skip
+        if final.votes:
+            tally = ", ".join(f"{v.value} ×{len(v.samples)}" for v in final.votes)
+            print(f"votes: {tally}", file=sys.stderr)
         print(
-            f"[{u.prompt_tokens} prompt + {u.completion_tokens} generated tokens, "
-            f"{len(final.trace)} calls, {t.total_s:.1f} s]",
+            f"[{final.strategy}: {u.prompt_tokens} prompt + {u.completion_tokens} generated "
+            f"tokens, {len(final.trace)} calls, {t.total_s:.1f} s]",
             file=sys.stderr,
         )
 
@@ -201,34 +220,42 @@ async def _run_tool(settings: Settings, name: str, argument: str) -> int:
 def _add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     evals = commands.add_parser("eval", help="measure answers with and without tools")
     which = evals.add_subparsers(dest="eval", required=True)
-    math_eval = which.add_parser("math", help="word problems: with the Calculator vs without")
+    math_eval = which.add_parser(
+        "math", help="word problems: each way of reasoning against the model alone (cot)"
+    )
     qa_eval = which.add_parser(
         "qa", help="questions over a corpus: no tools, Retrieve, Search, WebGPT"
     )
-    for sub, modes, tokens in (
-        (math_eval, evals_math.MODES, evals_math.MAX_NEW_TOKENS),
-        (qa_eval, evals_qa.MODES, evals_qa.MAX_NEW_TOKENS),
+    for sub, modes, tokens, modes_help in (
+        (
+            math_eval,
+            evals_math.MODES,
+            None,
+            "comma-separated strategies, each optionally @kN (N samples vote), e.g. cot,program@k5",
+        ),
+        (qa_eval, evals_qa.MODES, evals_qa.MAX_NEW_TOKENS, "comma-separated"),
     ):
         sub.add_argument("--data", type=Path, required=True, help="questions, JSONL")
         sub.add_argument("--limit", type=int, default=0, help="the first N questions (0: all)")
         sub.add_argument("--workers", type=int, default=1, help="questions answered at once")
-        sub.add_argument("--modes", default=",".join(modes), help="comma-separated")
-        sub.add_argument("--max-new-tokens", type=int, default=tokens)
+        sub.add_argument("--modes", default=",".join(modes), help=modes_help)
+        sub.add_argument(
+            "--max-new-tokens", type=int, default=tokens, help="default: each mode's own"
+        )
         sub.add_argument("--out", type=Path, default=Path("build/eval"), help="output folder")
-    math_eval.add_argument("--samples", type=int, default=1, help="K > 1: majority of K samples")
     math_eval.add_argument("--seed", type=int, default=0, help="the first sample's seed")
     qa_eval.add_argument("--corpus", type=Path, required=True, help="{doc_id,title,text} JSONL")
 
 
 async def _eval(settings: Settings, args: argparse.Namespace, command: str) -> int:
     """Run one eval, print its table and where its files are."""
-    if args.limit < 0 or args.workers < 1 or args.max_new_tokens < 1:
+    if args.limit < 0 or args.workers < 1 or (args.max_new_tokens or 1) < 1:
         raise ConfigError("--limit must be at least 0, --workers and --max-new-tokens at least 1")
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     common = {"limit": args.limit, "workers": args.workers, "modes": modes}
     common["max_new_tokens"] = args.max_new_tokens
     if args.eval == "math":
-        config = evals_math.MathConfig(**common, samples=args.samples, seed=args.seed)
+        config = evals_math.MathConfig(**common, seed=args.seed)
         written, table = await evals_math.run(settings, args.data, config, args.out, command)
     else:
         qa_config = evals_qa.QAConfig(**common)

@@ -31,7 +31,7 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = None  # None: the strategy's budget
     stop: tuple[str, ...] = ()
 
 

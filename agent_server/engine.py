@@ -2,29 +2,36 @@
 
 One answer is one backend session. Each chosen token is scanned by the call grammar; the moment
 the model closes a call's arguments, generation pauses, the tool runs (async, with a timeout),
-` → result]` is fed into the *same* session (only those tokens are encoded; the prefix's KV
-cache is kept) and the model continues. Errors the model caused (an unknown tool, bad arguments,
-a call over budget, a tool that fails or times out) become results it can read; the answer goes
-on. Model steps run on one worker thread, so the event loop is never blocked and concurrent
-answers interleave their steps.
+the result is fed into the *same* session (only those tokens are encoded; the prefix's KV cache
+is kept) and the model continues. Errors the model caused (an unknown tool, bad arguments, a
+call over budget, a tool that fails or times out) become results it can read; the answer goes
+on. Model steps run on worker threads, so the event loop is never blocked and concurrent
+answers interleave their steps (a batching backend decodes them together).
+
+How the model is asked to reason is a `strategies.Strategy`, chosen per answer; with several
+samples, the prompt is read once and forked, and the samples' values are put to a vote
+(`consistency`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from agent_server.backends.base import Backend, Session
+import numpy as np
+
+from agent_server import consistency, strategies
+from agent_server.answer_stream import AnswerStream
+from agent_server.backends.base import Backend, Logits, Session
 from agent_server.calls import Call, CallScanner, Malformed, Phase, splice_text, strip_calls
 from agent_server.decoding import Detokenizer, Sampling, TokenChooser
 from agent_server.errors import BadRequest
 from agent_server.events import (
+    AnswerEvent,
     CallEvent,
     Event,
     FinalEvent,
@@ -33,7 +40,9 @@ from agent_server.events import (
     TokenEvent,
     Usage,
 )
+from agent_server.prefix_cache import PrefixCache
 from agent_server.prompts import Prompt, Rendered
+from agent_server.strategies import Strategy
 from tools.base import Tool, invoke, shown
 from tools.registry import close_registry
 
@@ -47,6 +56,35 @@ class EngineConfig:
     # Toolformer's rule: a call may start when `[` is among the k likeliest tokens. 5 gave the
     # default model its calls without forcing them into plain sentences (README, prompts).
     call_top_k: int = 5
+    # How an answer reasons when the request does not say (`strategies.CHOICES`), and with how
+    # many samples; several samples are drawn at `sample_temperature` unless the request sets
+    # a temperature.
+    strategy: str = "toolformer"
+    samples: int = 1
+    sample_temperature: float = 0.7
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one answer's decoding needs, settled before it starts."""
+
+    strategy: Strategy
+    tools: Mapping[str, Tool]
+    sampling: Sampling
+    max_calls: int
+    call_top_k: int
+    samples: int
+    scan_calls: bool = True  # False: plain text, `[` is just a character (`Engine.complete`)
+    question: str = ""
+
+    @property
+    def fence(self) -> str | None:
+        fence = self.strategy.fence
+        return fence if fence is not None and fence in self.tools else None
+
+    @property
+    def inline(self) -> bool:
+        return self.strategy.inline
 
 
 class Engine:
@@ -63,7 +101,11 @@ class Engine:
         self.backend = backend
         self._owns_backend = owns_backend  # close() frees the model too (the service's engine)
         self.tools = dict(tools)
-        self.prompt = prompt
+        self.prompt = prompt  # toolformer's; the other strategies' prompts take its style
+        self.prompts = {
+            name: prompt if name == "toolformer" else Prompt.for_strategy(strategy, prompt)
+            for name, strategy in strategies.STRATEGIES.items()
+        }
         self.config = config or EngineConfig()
         self.prefixes = PrefixCache(backend)
         # Model steps never run on the loop. A backend that batches takes steps from several
@@ -86,6 +128,8 @@ class Engine:
         self,
         question: str,
         *,
+        strategy: str | None = None,
+        samples: int | None = None,
         sampling: Sampling | None = None,
         tools: list[str] | None = None,
         max_calls: int | None = None,
@@ -93,14 +137,53 @@ class Engine:
     ) -> FinalEvent:
         """Answer `question` and return only the final event."""
         events = self.stream(
-            question, sampling=sampling, tools=tools, max_calls=max_calls, history=history
+            question,
+            strategy=strategy,
+            samples=samples,
+            sampling=sampling,
+            tools=tools,
+            max_calls=max_calls,
+            history=history,
         )
         return await final_event(events)
+
+    def plan(
+        self,
+        question: str,
+        *,
+        strategy: str | None = None,
+        samples: int | None = None,
+        sampling: Sampling | None = None,
+        tools: list[str] | None = None,
+        max_calls: int | None = None,
+    ) -> Plan:
+        """How `question` will be answered; `BadRequest` for a choice that cannot be honoured."""
+        available = self.select_tools(tools)
+        chosen = strategies.resolve(strategy or self.config.strategy, question, list(available))
+        if chosen.tools is not None:
+            available = {name: available[name] for name in chosen.tools}
+        if samples is None:
+            # The default number of samples is for the default way of reasoning only.
+            samples = self.config.samples if strategy is None else 1
+        if not 1 <= samples <= strategies.MAX_SAMPLES:
+            raise BadRequest(f"samples must be from 1 to {strategies.MAX_SAMPLES}")
+        sampling = sampling or Sampling()
+        if sampling.max_new_tokens is None:
+            sampling = replace(sampling, max_new_tokens=chosen.max_new_tokens)
+        if samples > 1 and sampling.temperature == 0:
+            sampling = replace(sampling, temperature=self.config.sample_temperature)
+        calls = next(
+            n for n in (max_calls, chosen.max_calls, self.config.max_calls) if n is not None
+        )
+        top_k = chosen.call_top_k if chosen.call_top_k is not None else self.config.call_top_k
+        return Plan(chosen, available, sampling, calls, top_k, samples, question=question)
 
     async def stream(
         self,
         question: str,
         *,
+        strategy: str | None = None,
+        samples: int | None = None,
         sampling: Sampling | None = None,
         tools: list[str] | None = None,
         max_calls: int | None = None,
@@ -108,15 +191,22 @@ class Engine:
     ) -> AsyncGenerator[Event, None]:
         """Answer `question`, yielding events as they happen; the last one is a `FinalEvent`.
 
-        `history` holds the conversation's earlier (question, answer) turns, oldest first; the
-        prompt keeps the last few of them (`Prompt.fit_history`).
+        `strategy` is one of `strategies.CHOICES` (None: the service's default); `history` holds
+        the conversation's earlier (question, answer) turns, oldest first; the prompt keeps the
+        last few of them (`Prompt.fit_history`).
         """
-        sampling = sampling or Sampling()
-        chosen = self.select_tools(tools)
-        started = time.perf_counter()
-        rendered = self.prompt.render(self.backend, question, list(chosen.values()), history)
-        limit = self.config.max_calls if max_calls is None else max_calls
-        async for event in self._generate(rendered, sampling, chosen, limit, started):
+        plan = self.plan(
+            question,
+            strategy=strategy,
+            samples=samples,
+            sampling=sampling,
+            tools=tools,
+            max_calls=max_calls,
+        )
+        prompt = self.prompts[plan.strategy.name]
+        rendered = prompt.render(self.backend, question, list(plan.tools.values()), history)
+        answer = self._sample(rendered, plan) if plan.samples > 1 else self._answer(rendered, plan)
+        async for event in answer:
             yield event
 
     async def complete(
@@ -127,65 +217,147 @@ class Engine:
         For prompts of other tasks (WebGPT's browsing commands and cited answers); the events are
         `TokenEvent`s and a `FinalEvent` whose `answer` is the text as written.
         """
-        started = time.perf_counter()
-        async for event in self._generate(rendered, sampling or Sampling(), None, 0, started):
+        sampling = sampling or Sampling()
+        if sampling.max_new_tokens is None:
+            sampling = replace(sampling, max_new_tokens=strategies.TOOLFORMER.max_new_tokens)
+        plan = Plan(strategies.TOOLFORMER, {}, sampling, 0, 0, 1, scan_calls=False)
+        async for event in self._answer(rendered, plan):
             yield event
 
-    async def _generate(
-        self,
-        rendered: Rendered,
-        sampling: Sampling,
-        chosen: Mapping[str, Tool] | None,
-        max_calls: int,
-        started: float,
-    ) -> AsyncGenerator[Event, None]:
-        """The decoding loop; `chosen` None means no call grammar at all (`complete`)."""
-        scan_calls = chosen is not None
-        chosen = chosen or {}
-        stops = tuple(sampling.stop) + rendered.stop
+    async def _answer(self, rendered: Rendered, plan: Plan) -> AsyncGenerator[Event, None]:
+        started = time.perf_counter()
         prompt_ids = self.backend.encode(rendered.text)
+        session, logits = await self._prefill(rendered, prompt_ids)
+        reading = _Reading(len(prompt_ids), started, time.perf_counter() - started)
+        async for event in self._decode(session, logits, rendered.stop, plan, reading):
+            yield event
+
+    async def _prefill(self, rendered: Rendered, prompt_ids: list[int]) -> tuple[Session, Logits]:
+        """A session that has read the prompt (its shared start from the cache), and its logits."""
         shared = self.prefixes.usable(rendered.prefix, prompt_ids)
         session = await self._in_worker(lambda: self.prefixes.open(shared))
-        chooser = TokenChooser(self.backend.vocab, sampling, tuple(chosen), self.config.call_top_k)
-        answer = _Answer(max_calls)
-        scanner = CallScanner()
-        detok = Detokenizer(self.backend.decode)
+        logits = await self._in_worker(lambda: session.feed(prompt_ids[len(shared) :]))
+        return session, logits
 
-        def step(ids: list[int], after_result: bool = False) -> int:
-            logits = session.feed(ids)
+    async def _sample(self, rendered: Rendered, plan: Plan) -> AsyncGenerator[Event, None]:
+        """`plan.samples` answers from one reading of the prompt, and the vote on their values."""
+        started = time.perf_counter()
+        prompt_ids = self.backend.encode(rendered.text)
+        first, logits = await self._prefill(rendered, prompt_ids)
+        sessions = [first]
+        for _ in range(plan.samples - 1):
+            sessions.append(await self._in_worker(first.fork))
+        reading = _Reading(len(prompt_ids), started, time.perf_counter() - started)
+        seed = plan.sampling.seed
+        seeds = [None if seed is None else seed + i for i in range(plan.samples)]
+        decodes = [
+            self._decode(
+                s, logits, rendered.stop, plan, reading, sample=i, seed=seeds[i], logprobs=True
+            )
+            for i, s in enumerate(sessions)
+        ]
+        finals: dict[int, consistency.Sampled] = {}
+        async for index, event in consistency.merge(decodes):
+            if isinstance(event, FinalEvent):
+                finals[index] = consistency.Sampled(event, event_logprob(event))
+            else:
+                yield event
+        ordered = [finals[i] for i in range(plan.samples)]
+        winner, votes = consistency.tally(ordered)
+        best = ordered[winner].final
+        total_s = time.perf_counter() - started
+        if best.answer:
+            yield AnswerEvent(best.answer)
+        yield replace(
+            best,
+            votes=votes,
+            sample=winner,
+            usage=Usage(
+                len(prompt_ids),
+                sum(s.final.usage.completion_tokens for s in ordered),
+                sum(s.final.usage.spliced_tokens for s in ordered),
+            ),
+            timings=Timings(
+                reading.prefill_s,
+                total_s - reading.prefill_s - best.timings.tools_s,
+                best.timings.tools_s,
+                total_s,
+            ),
+        )
+
+    async def _decode(
+        self,
+        session: Session,
+        logits: Logits,
+        stops: tuple[str, ...],
+        plan: Plan,
+        reading: _Reading,
+        *,
+        sample: int | None = None,
+        seed: int | None = None,
+        logprobs: bool = False,
+    ) -> AsyncGenerator[Event, None]:
+        """The decoding loop, from the logits after the prompt to the final event."""
+        sampling = plan.sampling if seed is None else replace(plan.sampling, seed=seed)
+        stops = tuple(sampling.stop) + stops
+        # The tools written inline, whose calls the decoding rules shape (a fenced call is not).
+        names = tuple(plan.tools) if plan.scan_calls and plan.inline else ()
+        chooser = TokenChooser(self.backend.vocab, sampling, names, plan.call_top_k)
+        answer = _Answer(plan.max_calls)
+        scanner = CallScanner(plan.fence, inline=plan.inline)
+        detok = Detokenizer(self.backend.decode)
+        # The reader's answer as it grows; one of several samples has none (the vote decides).
+        reader = (
+            AnswerStream(plan.fence, plan.inline) if plan.scan_calls and sample is None else None
+        )
+
+        def choose(logits: Logits, after_result: bool) -> int:
             phase, name = scanner.phase, scanner.name_so_far
             made = len(answer.trace)
-            return chooser.choose(logits, phase, name, answer.calls_left, after_result, made)
+            token = chooser.choose(logits, phase, name, answer.calls_left, after_result, made)
+            if logprobs:
+                answer.logprob += _logprob(logits, token)
+            return token
 
-        token = await self._in_worker(lambda: step(prompt_ids[len(shared) :]))
-        prefill_s = time.perf_counter() - started
+        def step(ids: list[int], after_result: bool) -> int:
+            return choose(session.feed(ids), after_result)
+
+        token = await self._in_worker(lambda: choose(logits, False))
         tools_s = 0.0
         stop_reason = "length"
-        while answer.generated < sampling.max_new_tokens:
+        budget = sampling.max_new_tokens or strategies.TOOLFORMER.max_new_tokens
+        while answer.generated < budget:
             if token in self.backend.vocab.eos_ids:
                 stop_reason = "eos"
                 break
             answer.generated += 1
             delta = detok.add(token)
-            consumed = scanner.feed(delta, pause_at_call=True) if scan_calls else len(delta)
+            if plan.scan_calls:
+                consumed = scanner.feed(delta, pause_at_call=True)
+            else:
+                consumed = len(delta)
             answer.text += delta[:consumed]
             if answer.cut_at_stop(stops):
                 stop_reason = "stop"
                 break
             for chunk in answer.flush(stops):
-                yield TokenEvent(chunk)
+                yield TokenEvent(chunk, sample)
+                if reader is not None and (said := reader.add(chunk)):
+                    yield AnswerEvent(said)
             feed = [token] if consumed == len(delta) else self.backend.encode(delta[:consumed])
             after_result = scanner.phase is Phase.AFTER_ARGS
             if after_result:
                 call = scanner.pending
-                yield CallEvent(len(answer.trace), call.name, call.argument)
-                record = await self._call(len(answer.trace), call, chosen, answer)
+                yield CallEvent(len(answer.trace), call.name, call.argument, sample)
+                record = await self._call(len(answer.trace), call, plan.tools, answer, sample)
                 tools_s += record.duration_s
                 answer.trace.append(record)
                 yield record
-                spliced = splice_text(shown(record.result, record.error))
+                spliced = splice_text(shown(record.result, record.error), fenced=call.fenced)
                 scanner.feed(spliced)
                 answer.splice(spliced)
+                if reader is not None and (said := reader.add(spliced)):
+                    yield AnswerEvent(said)
                 splice_ids = self.backend.encode(spliced)
                 answer.spliced += len(splice_ids)
                 feed += splice_ids
@@ -193,28 +365,54 @@ class Engine:
             token = await self._in_worker(lambda ids=feed, r=after_result: step(ids, r))  # type: ignore[misc]
 
         for chunk in answer.flush((), final=True):
-            yield TokenEvent(chunk)
-        segments = CallScanner()
-        segments.feed(answer.text if scan_calls else "")
-        for bad in (s for s in segments.finish() if isinstance(s, Malformed)):
-            answer.trace.append(
-                ResultEvent(
-                    len(answer.trace),
-                    bad.text[1:].split("(")[0],
-                    bad.text,
-                    None,
-                    f"malformed call: {bad.reason}",
-                    0.0,
-                )
-            )
-        total_s = time.perf_counter() - started
-        yield FinalEvent(
-            answer=strip_calls(answer.text) if scan_calls else answer.text.strip(),
-            text=answer.text,
+            yield TokenEvent(chunk, sample)
+            if reader is not None:
+                reader.add(chunk)
+        final = self._final(answer, plan, reading, stop_reason, tools_s, sample, logprobs)
+        if not plan.scan_calls:
+            if final.answer:  # plain text: the answer is the text, known whole at its end
+                yield AnswerEvent(final.answer)
+        elif reader is not None and (rest := reader.finish(final.answer)):
+            yield AnswerEvent(rest)
+        yield final
+
+    def _final(
+        self,
+        answer: _Answer,
+        plan: Plan,
+        reading: _Reading,
+        stop_reason: str,
+        tools_s: float,
+        sample: int | None,
+        logprobs: bool,
+    ) -> FinalEvent:
+        if plan.scan_calls:
+            bad = _malformed(answer.text, plan.fence, plan.inline, len(answer.trace), sample)
+            answer.trace.extend(bad)
+        text = answer.text
+        reading_value = plan.scan_calls and plan.strategy is not None
+        value = (
+            strategies.read_value(plan.strategy, text, answer.trace, plan.question)
+            if reading_value
+            else None
+        )
+        total_s = time.perf_counter() - reading.started
+        return FinalEvent(
+            answer=strip_calls(text, plan.fence, inline=plan.inline)
+            if plan.scan_calls
+            else text.strip(),
+            text=text,
             trace=tuple(answer.trace),
-            usage=Usage(len(prompt_ids), answer.generated, answer.spliced),
-            timings=Timings(prefill_s, total_s - prefill_s - tools_s, tools_s, total_s),
+            usage=Usage(reading.prompt_tokens, answer.generated, answer.spliced),
+            timings=Timings(
+                reading.prefill_s, total_s - reading.prefill_s - tools_s, tools_s, total_s
+            ),
             stop_reason=stop_reason,
+            strategy=plan.strategy.name,
+            value=value.value if value is not None else None,
+            checks=value.checks if value is not None else (),
+            sample=sample,
+            mean_logprob=answer.logprob / max(1, answer.generated) if logprobs else None,
         )
 
     def select_tools(self, names: list[str] | None) -> dict[str, Tool]:
@@ -227,69 +425,62 @@ class Engine:
         return {n: self.tools[n] for n in names}
 
     async def _call(
-        self, index: int, call: Call, tools: Mapping[str, Tool], answer: _Answer
+        self,
+        index: int,
+        call: Call,
+        tools: Mapping[str, Tool],
+        answer: _Answer,
+        sample: int | None,
     ) -> ResultEvent:
         tool = tools.get(call.name)
         if answer.calls_left <= 0:
             error = f"call limit reached ({answer.max_calls}); answer without tools"
-            return ResultEvent(index, call.name, call.argument, None, error, 0.0)
+            return ResultEvent(index, call.name, call.argument, None, error, 0.0, sample)
         if tool is None:
             error = f"unknown tool {call.name!r}; tools: {', '.join(sorted(tools)) or 'none'}"
-            return ResultEvent(index, call.name, call.argument, None, error, 0.0)
+            return ResultEvent(index, call.name, call.argument, None, error, 0.0, sample)
         answer.calls_left -= 1
         outcome = await invoke(tool, call.argument, self.config.call_timeout_s)
         return ResultEvent(
-            index, call.name, call.argument, outcome.result, outcome.error, outcome.duration_s
+            index,
+            call.name,
+            call.argument,
+            outcome.result,
+            outcome.error,
+            outcome.duration_s,
+            sample,
         )
 
 
-class PrefixCache:
-    """Sessions that have read a prompt's shared start (instructions, tools, examples), forked
-    for each answer, so only the question and history are encoded per request.
+def event_logprob(final: FinalEvent) -> float:
+    return final.mean_logprob if final.mean_logprob is not None else float("-inf")
 
-    Used when the backend can fork sessions (`prefix_caching`); the few most recent prefixes are
-    kept (one per tool set in use). Runs on the model thread, like every forward pass.
-    """
 
-    def __init__(self, backend: Backend, size: int = 4) -> None:
-        self._backend = backend
-        self._enabled = bool(getattr(backend, "prefix_caching", False))
-        self._size = size
-        self._sessions: OrderedDict[tuple[int, ...], Session] = OrderedDict()
-        # Answers open sessions from several model threads when the backend batches.
-        self._lock = threading.Lock()
-        self.hits = 0  # answers that started from a cached prefix
+def _logprob(logits: Logits, token: int) -> float:
+    """log p(token) under the model's own distribution (before any mask or temperature)."""
+    top = float(np.max(logits))
+    return float(logits[token]) - top - float(np.log(np.sum(np.exp(logits - top))))
 
-    def usable(self, prefix: str, prompt_ids: list[int]) -> list[int]:
-        """The prompt's first tokens that are `prefix`'s own, or [] if they can't be shared."""
-        if not (self._enabled and prefix):
-            return []
-        prefix_ids = self._backend.encode(prefix)
-        # Tokens can merge across the boundary; then the prefix is not a prefix of the tokens.
-        if prompt_ids[: len(prefix_ids)] != prefix_ids or len(prefix_ids) >= len(prompt_ids):
-            return []
-        return prefix_ids
 
-    def open(self, prefix_ids: list[int]) -> Session:
-        """A new session that has read `prefix_ids` (computed once, then copied)."""
-        if not prefix_ids:
-            return self._backend.new_session()
-        with self._lock:
-            return self._open(tuple(prefix_ids))
-
-    def _open(self, key: tuple[int, ...]) -> Session:
-        base = self._sessions.get(key)
-        if base is None:
-            base = self._backend.new_session()
-            base.feed(list(key))
-            self._sessions[key] = base
-            while len(self._sessions) > self._size:
-                self._sessions.popitem(last=False)
-        else:
-            self.hits += 1
-        self._sessions.move_to_end(key)
-        fork: Callable[[], Session] = getattr(base, "fork")  # noqa: B009 (optional method)
-        return fork()
+def _malformed(
+    text: str, fence: str | None, inline: bool, first: int, sample: int | None
+) -> list[ResultEvent]:
+    """A trace record for each malformed call in `text`, numbered from `first`."""
+    scanner = CallScanner(fence, inline=inline)
+    scanner.feed(text)
+    bad = [s for s in scanner.finish() if isinstance(s, Malformed)]
+    return [
+        ResultEvent(
+            first + i,
+            b.text[1:].split("(")[0],
+            b.text,
+            None,
+            f"malformed call: {b.reason}",
+            0.0,
+            sample,
+        )
+        for i, b in enumerate(bad)
+    ]
 
 
 async def final_event(events: AsyncIterator[Event]) -> FinalEvent:
@@ -298,6 +489,15 @@ async def final_event(events: AsyncIterator[Event]) -> FinalEvent:
         if isinstance(event, FinalEvent):
             return event
     raise RuntimeError("the engine ended without a final event")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """The prompt as read: its length, when the answer started, how long the reading took."""
+
+    prompt_tokens: int
+    started: float
+    prefill_s: float
 
 
 class _Answer:
@@ -310,6 +510,7 @@ class _Answer:
         self.trace: list[ResultEvent] = []
         self.generated = 0
         self.spliced = 0
+        self.logprob = 0.0  # of the tokens chosen, summed (when the answer is one of samples)
         self._model_from = 0  # stop strings are searched only in what the model wrote
         self._emitted = 0
 

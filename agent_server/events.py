@@ -1,10 +1,15 @@
 """What the engine reports while it answers, in the order it happens.
 
     TokenEvent   text the model wrote (calls included, as written)
+    AnswerEvent  the reader's answer as it grows (no call syntax): the deltas add up to
+                 `FinalEvent.answer`
     CallEvent    a call closed and its tool is about to run
     ResultEvent  the tool's result or error, and how long it took
-    FinalEvent   the answer without call syntax, the full trace, usage and timings
-                 (and in WebGPT mode the quotes it cites)
+    FinalEvent   the answer without call syntax, its value, the full trace, usage and timings
+                 (in WebGPT mode the quotes it cites; with several samples, their votes)
+
+With several samples (self-consistency), the token, call and result events of each carry its
+number (`sample`); the final event is the winning sample's, with every sample's vote.
 
 In WebGPT mode each browser command is a CallEvent/ResultEvent pair (tool = the command's name,
 result = what the browser observed), so every consumer shows browsing as it shows tool calls.
@@ -15,12 +20,22 @@ Consumers (the CLI, the HTTP API) render these; the engine does not know who lis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from agent_server.citations import Quote
 
 
 @dataclass(frozen=True)
 class TokenEvent:
+    text: str
+    sample: int | None = None  # which of several samples wrote it; None: the only one
+
+
+@dataclass(frozen=True)
+class AnswerEvent:
+    """More of the reader's answer: calls removed, a result kept where it stands for a value.
+    With several samples it comes once, the winner's whole answer, after the vote."""
+
     text: str
 
 
@@ -29,6 +44,7 @@ class CallEvent:
     index: int
     tool: str
     argument: str
+    sample: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,10 +57,34 @@ class ResultEvent:
     result: str | None
     error: str | None
     duration_s: float
+    sample: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+CheckKind = Literal["stated_answer_differs", "value_from_error"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """Something the answer's self-check caught (`strategies.read_value`):
+    "stated_answer_differs": the answer states `stated` but its program printed `computed`;
+    "value_from_error": the number `stated` is only in a tool's error message (no value then)."""
+
+    kind: CheckKind
+    stated: str | None = None
+    computed: str | None = None
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One value the samples gave, by how many and how likely (`consistency`)."""
+
+    value: str | None  # as the first sample that gave it wrote it; None: no value
+    samples: tuple[int, ...]
+    mean_logprob: float  # the mean, over those samples, of their tokens' mean log-probability
 
 
 @dataclass(frozen=True)
@@ -72,6 +112,14 @@ class FinalEvent:
     stop_reason: str = "eos"  # eos | stop | length
     # WebGPT mode: the quotes the answer's `[n]` markers cite (number n is quotes[n - 1]).
     quotes: tuple[Quote, ...] = ()
+    strategy: str = "toolformer"  # how it reasoned (`strategies`); "webgpt" in WebGPT mode
+    value: str | None = None  # the answer's number as written, when it has one
+    checks: tuple[Check, ...] = ()
+    votes: tuple[Vote, ...] = ()  # with several samples: each value's vote, the winner first
+    sample: int | None = None  # with several samples: the one whose answer this is
+    # With several samples: the mean log-probability of this sample's tokens (ties go to the
+    # likelier value).
+    mean_logprob: float | None = None
 
 
-Event = TokenEvent | CallEvent | ResultEvent | FinalEvent
+Event = TokenEvent | AnswerEvent | CallEvent | ResultEvent | FinalEvent

@@ -2,9 +2,9 @@
 
 OpenAI's clients work unchanged; `agent_server.openai_schemas` says what a chat means here.
 Streamed `content` is the reader's answer only, exactly the non-streamed `message.content`:
-call syntax never reaches it (`AnswerStream`). Calls and results travel on their own chunks,
-with an empty delta and an `agent` extra (`{"call": …}`, then `{"result": …}`); the last chunk
-carries the finish reason and the `agent` summary (text with calls, trace, timings).
+call syntax never reaches it (the engine's `AnswerEvent`s). Calls and results travel on their
+own chunks, with an empty delta and an `agent` extra (`{"call": …}`, then `{"result": …}`); the
+last chunk carries the finish reason and the `agent` summary (text with calls, trace, timings).
 
 Errors come in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, validation
 errors included (as 400, OpenAI's status for them), via this router's route class; an error
@@ -35,13 +35,11 @@ from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
 from agent_server.admission import Overloaded, RequestTimeout
-from agent_server.answer_stream import AnswerStream
-from agent_server.calls import splice_text
 from agent_server.decoding import Sampling
 from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, NotReady, SettingsDep
 from agent_server.engine import Engine, final_event
 from agent_server.errors import BadRequest
-from agent_server.events import CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
+from agent_server.events import AnswerEvent, CallEvent, Event, FinalEvent, ResultEvent
 from agent_server.openai_schemas import (
     ALIAS,
     AgentEvent,
@@ -64,7 +62,6 @@ from agent_server.openai_schemas import (
     now,
 )
 from agent_server.schemas import CallItem
-from tools.base import shown
 
 log = logging.getLogger(__name__)
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|\w+\[.*\])$")
@@ -146,6 +143,8 @@ async def chat_completions(
     options = body.agent
     events = engine.stream(
         question,
+        strategy=options.strategy if options else None,
+        samples=options.samples if options else None,
         sampling=sampling,
         tools=options.tools if options else None,
         max_calls=options.max_calls if options else None,
@@ -226,25 +225,18 @@ async def _chunks(
         )
         return f"data: {data.model_dump_json()}\n\n"
 
-    answer = AnswerStream()
     try:
         yield chunk(Delta(role="assistant", content=""))
         event: Event | None = first
         while event is not None:
-            if isinstance(event, TokenEvent):
-                if text := answer.add(event.text):
-                    yield chunk(Delta(content=text))
+            if isinstance(event, AnswerEvent):
+                yield chunk(Delta(content=event.text))
             elif isinstance(event, CallEvent):
                 yield chunk(agent=AgentEvent(call=CallItem.from_event(event)))
             elif isinstance(event, ResultEvent):
-                # The call's end as the engine spliced it: whether its result stays in the
-                # sentence depends on it (`calls.strip_calls`).
-                answer.add(splice_text(shown(event.result, event.error)))
                 yield chunk(agent=AgentEvent(result=ResultInfo.from_event(event)))
-            else:
+            elif isinstance(event, FinalEvent):
                 on_final(event)
-                if text := answer.finish(event.answer):
-                    yield chunk(Delta(content=text))
                 agent = AgentSummary.from_final(event)
                 yield chunk(finish=finish_reason(event), agent=agent)
                 if include_usage:

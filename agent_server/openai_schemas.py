@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_server.errors import BadRequest
 from agent_server.events import FinalEvent, ResultEvent
-from agent_server.schemas import AskRequest, AskResponse, CallItem, TraceItem
+from agent_server.schemas import (
+    SAMPLES_HELP,
+    STRATEGY_HELP,
+    AskRequest,
+    AskResponse,
+    CallItem,
+    TraceItem,
+)
+from agent_server.strategies import MAX_SAMPLES, StrategyChoice
 
 FinishReason = Literal["stop", "length"]
 ALIAS = "agent-server"  # a model name every client may use for whatever model is served
@@ -72,6 +80,8 @@ class AgentOptions(BaseModel):
 
     tools: list[str] | None = Field(None, description="the server's tools to allow; default: all")
     max_calls: int | None = Field(None, ge=0, le=20)
+    strategy: StrategyChoice | None = Field(None, description=STRATEGY_HELP)
+    samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description=SAMPLES_HELP)
 
 
 class ChatRequest(BaseModel):

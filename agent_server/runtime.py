@@ -59,6 +59,9 @@ def build_engine(settings: Settings) -> Engine:
         max_calls=settings.max_calls,
         call_timeout_s=settings.call_timeout_s,
         call_top_k=settings.call_top_k,
+        strategy=settings.strategy,
+        samples=settings.samples,
+        sample_temperature=settings.sample_temperature,
     )
     # Token pieces and the call-rule masks take ~0.5 s on a 150k vocabulary: pay it at start-up,
     # not inside the first request.

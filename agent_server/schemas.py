@@ -12,7 +12,18 @@ from agent_server.citations import Quote, references
 from agent_server.document_sync import LocalDocument
 from agent_server.events import CallEvent, FinalEvent, ResultEvent
 from agent_server.store import Conversation, ConversationInfo, Turn
+from agent_server.strategies import MAX_SAMPLES, StrategyChoice
 from tools.retrieval import Hit
+
+STRATEGY_HELP = (
+    "how to reason (toolformer mode): auto (a program for a question with numbers, else "
+    "sentences), toolformer (sentences, tools inline), calculator (steps with Calculator calls), "
+    "program (a Python program), cot (the model alone); default: the service's"
+)
+SAMPLES_HELP = (
+    "answers to sample and vote on (self-consistency); default: the service's for its default "
+    "strategy, else 1. With more than one, temperature 0 means the service's sample temperature"
+)
 
 
 class AskRequest(BaseModel):
@@ -26,9 +37,13 @@ class AskRequest(BaseModel):
     conversation_id: str | None = Field(
         None, description="continue this conversation (its earlier turns are the context)"
     )
-    stream: bool = Field(False, description="Server-Sent Events: token, call, result, final")
+    stream: bool = Field(
+        False, description="Server-Sent Events: token, answer, call, result, final"
+    )
     tools: list[str] | None = Field(None, description="tools to allow; default: all registered")
     max_calls: int | None = Field(None, ge=0, le=20)
+    strategy: StrategyChoice | None = Field(None, description=STRATEGY_HELP)
+    samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description=SAMPLES_HELP)
     max_new_tokens: int | None = Field(None, ge=1, le=4_096)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -58,10 +73,13 @@ class CallItem(BaseModel):
     index: int
     tool: str
     argument: str
+    sample: int | None = Field(
+        None, description="which of several samples made the call", exclude_if=lambda v: v is None
+    )
 
     @classmethod
     def from_event(cls, event: CallEvent) -> CallItem:
-        return cls(index=event.index, tool=event.tool, argument=event.argument)
+        return cls(index=event.index, tool=event.tool, argument=event.argument, sample=event.sample)
 
 
 class QuoteItem(BaseModel):
@@ -89,6 +107,21 @@ class ReferenceItem(BaseModel):
         ]
 
 
+class CheckItem(BaseModel):
+    kind: str = Field(
+        description="stated_answer_differs: the answer states another number than its program "
+        "printed; value_from_error: the answer's number is only in a tool's error message"
+    )
+    stated: str | None
+    computed: str | None
+
+
+class VoteItem(BaseModel):
+    value: str | None
+    samples: list[int] = Field(description="the samples that gave it; the first vote won")
+    mean_logprob: float
+
+
 class AskResponse(BaseModel):
     answer: str
     text: str
@@ -101,6 +134,10 @@ class AskResponse(BaseModel):
     timings: dict[str, float]
     stop_reason: str
     conversation_id: str | None = None
+    strategy: str = Field("toolformer", description="how the answer reasoned; webgpt in WebGPT")
+    value: str | None = Field(None, description="the answer's number as written, if it has one")
+    checks: list[CheckItem] = Field(default_factory=list)
+    votes: list[VoteItem] = Field(default_factory=list, description="with several samples")
 
     @classmethod
     def from_final(
@@ -117,6 +154,15 @@ class AskResponse(BaseModel):
             timings={k: round(v, 4) for k, v in vars(final.timings).items()},
             stop_reason=final.stop_reason,
             conversation_id=conversation_id,
+            strategy=final.strategy,
+            value=final.value,
+            checks=[
+                CheckItem(kind=c.kind, stated=c.stated, computed=c.computed) for c in final.checks
+            ],
+            votes=[
+                VoteItem(value=v.value, samples=list(v.samples), mean_logprob=v.mean_logprob)
+                for v in final.votes
+            ],
         )
 
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agent_server.backends import BackendKind
 from agent_server.backends.remote import RemoteConfig
 from agent_server.models import DEFAULT_MODEL
+from agent_server.strategies import CHOICES, DEFAULT_SAMPLES, DEFAULT_STRATEGY, MAX_SAMPLES
 from tools.registry import TOOL_NAMES, ToolOptions
 
 
@@ -51,7 +52,14 @@ class Settings(BaseSettings):
     max_calls: int = Field(default=3, ge=0, le=20)
     call_timeout_s: float = Field(default=10.0, gt=0, le=300)
     call_top_k: int = Field(default=5, ge=0, le=100)
-    max_new_tokens: int = Field(default=256, ge=1, le=4096)
+    # None: each strategy's own budget (256 tokens for toolformer's sentences, more for reasoning).
+    max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
+    # How an answer reasons unless the request says (`strategies`): auto, toolformer, calculator,
+    # program or cot; and with how many samples (self-consistency, `consistency`), drawn at
+    # `sample_temperature` unless the request sets a temperature.
+    strategy: str = DEFAULT_STRATEGY
+    samples: int = Field(default=DEFAULT_SAMPLES, ge=1, le=MAX_SAMPLES)
+    sample_temperature: float = Field(default=0.7, gt=0, le=2.0)
     calculator_timeout_s: float = Field(default=5.0, gt=0, le=60)
     python_timeout_s: float = Field(default=5.0, gt=0, le=60)
     python_memory_mb: int = Field(default=1024, ge=256, le=16384)
@@ -62,6 +70,8 @@ class Settings(BaseSettings):
     search_region: str = "us-en"
     search_safesearch: Literal["on", "moderate", "off"] = "moderate"
     search_results: int = Field(default=3, ge=1, le=10)
+    # The live web search through a proxy (http, https or socks5 URL), as behind a firewall.
+    search_proxy: str | None = None
     # The user's own documents for Retrieve: a folder, a file, or a JSONL of {doc_id,title,text}.
     # A folder also takes uploads, which the database keeps and every replica copies here.
     documents: Path | None = None
@@ -120,6 +130,13 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown tools {unknown}; known: {list(TOOL_NAMES)}")
         return names
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        if name not in CHOICES:
+            raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(CHOICES)}")
+        return name
+
     @field_validator("api_keys")
     @classmethod
     def _non_empty_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
@@ -158,6 +175,7 @@ class Settings(BaseSettings):
             search_region=self.search_region,
             search_safesearch=self.search_safesearch,
             search_results=self.search_results,
+            search_proxy=self.search_proxy,
             documents=self.documents,
             index_dir=self.index_dir or self.cache_dir / "index",
             qdrant_url=self.qdrant_url,

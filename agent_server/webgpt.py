@@ -43,6 +43,7 @@ from agent_server.citations import MarkerFilter, Quote, answer_context
 from agent_server.decoding import Sampling
 from agent_server.engine import Engine
 from agent_server.events import (
+    AnswerEvent,
     CallEvent,
     Event,
     FinalEvent,
@@ -132,8 +133,14 @@ class WebGPT:
         pieces: list[str] = []
         async for event in self._answer(question, browser.quotes, run, sampling):
             if isinstance(event, TokenEvent):
-                pieces.append(event.text)
-            yield event
+                # The text is the reader's answer too: no calls in it (its start trimmed).
+                said = event.text if pieces else event.text.lstrip()
+                pieces.append(said)
+                yield event
+                if said:
+                    yield AnswerEvent(said)
+            else:
+                yield event
         if run.stopped is not None:
             note = (
                 f"\n\n(Browsing stopped at its {run.stopped}; this answer rests on the "
@@ -141,6 +148,7 @@ class WebGPT:
             )
             pieces.append(note)
             yield TokenEvent(note)
+            yield AnswerEvent(note)
         total_s = time.perf_counter() - started
         answer = "".join(pieces).strip()
         yield FinalEvent(
@@ -151,6 +159,7 @@ class WebGPT:
             timings=Timings(0.0, run.model_s, browsed_s, total_s),
             stop_reason="eos" if run.stopped is None else run.stopped.split()[0],
             quotes=tuple(browser.quotes),
+            strategy="webgpt",
         )
 
     async def _browse(
@@ -239,7 +248,9 @@ class WebGPT:
         system = self._answer_prompt.render().strip()
         user = f"Quotes:\n{answer_context(quotes)}\n\nQuestion: {' '.join(question.split())}"
         rendered = exchange(self.backend, self.style, system, user, "Answer:", ANSWER_STOPS)
-        tokens = min(sampling.max_new_tokens, self.config.answer_tokens)
+        tokens = min(
+            sampling.max_new_tokens or self.config.answer_tokens, self.config.answer_tokens
+        )
         markers = MarkerFilter([q.number for q in quotes])
         shown: list[str] = []
         async for text in self._tokens(

@@ -81,7 +81,7 @@ class ForcedBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.real.decode(token_ids)
 
-    def chat_prompt(self, system: str, user: str) -> str | None:
+    def chat_prompt(self, system: str | None, user: str) -> str | None:
         return self.real.chat_prompt(system, user)
 
     def new_session(self) -> ForcedSession:

@@ -48,3 +48,22 @@ class SlowTool:
     async def __call__(self, argument: str) -> str:
         await asyncio.sleep(float(argument))
         return "done"
+
+
+class PrintingPython:
+    """Stands in for the Python sandbox: "runs" a program by returning what its last `print(…)`
+    holds, as written (`print(7)` → "7"); a program without one fails as Python would not."""
+
+    name = "Python"
+    description = "Runs Python code."
+    example = "print(1)"
+
+    def __init__(self) -> None:
+        self.programs: list[str] = []
+
+    async def __call__(self, argument: str) -> str:
+        self.programs.append(argument)
+        at = argument.rfind("print(")
+        if at < 0:
+            raise ToolError("NameError: name 'answer' is not defined (line 1)")
+        return argument[at + len("print(") : argument.rfind(")")]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -41,3 +46,38 @@ def wait_ready(client: httpx.Client) -> httpx.Response:
         assert time.monotonic() < deadline, response.text
         time.sleep(0.02)
     return response
+
+
+@contextlib.contextmanager
+def served_process(
+    log: Path, env: dict[str, str] | None = None, ready_within_s: float = 300
+) -> Iterator[httpx.Client]:
+    """`agent-server serve` as a user starts it, in a process of its own on a free loopback
+    port, with `env` added to the environment; a client once it is ready. Its output goes to
+    `log`, which a failure to start shows."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port)],
+            env={**os.environ, "AGENT_HOST": "127.0.0.1", **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+                deadline = time.monotonic() + ready_within_s
+                while True:
+                    try:
+                        if client.get("/readyz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert time.monotonic() < deadline, "the service did not become ready"
+                    assert server.poll() is None, log.read_text()
+                    time.sleep(0.5)
+                yield client
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

@@ -87,7 +87,8 @@ def test_an_unknown_mode_is_422_and_webgpt_refuses_tool_options(client):
     response = client.post("/v1/ask", json={"question": "x", "mode": "webgpt", "tools": ["Echo"]})
     assert response.status_code == 400
     assert response.json() == {
-        "error": "tools and max_calls apply to mode 'toolformer'; webgpt mode browses"
+        "error": "tools, max_calls, strategy and samples apply to mode 'toolformer'; "
+        "webgpt mode browses"
     }
 
 

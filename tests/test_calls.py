@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from agent_server.calls import (
     ARROW,
     MAX_ARGS_CHARS,
+    MAX_CODE_CHARS,
     MAX_NAME_CHARS,
     MAX_SPLICED_CHARS,
     Call,
@@ -579,3 +580,119 @@ def test_segments_reconstruct_the_text(text: str) -> None:
         not (isinstance(a, str) and isinstance(b, str))
         for a, b in zip(segments, segments[1:], strict=False)
     )
+
+
+# -- fenced programs ------------------------------------------------------------------------------
+PROGRAM = "x = (1 + 2)  # a [bracket\nprint(x)"
+
+
+def test_a_fenced_python_block_is_a_call_of_the_fence_tool() -> None:
+    text = f"Let me compute.\n```python\n{PROGRAM}\n```\nSo it is 3."
+    segments = parse(text, "Python")
+    start = text.index("```")
+    end = text.index("```\nSo") + 3
+    assert segments == [
+        "Let me compute.\n",
+        Call("Python", PROGRAM, None, start, end, fenced=True),
+        "\nSo it is 3.",
+    ]
+    assert segments[1].argument == PROGRAM  # verbatim: no unquoting, no stripping
+
+
+def test_a_fenced_call_with_its_output_block_has_that_result() -> None:
+    text = render("Python", PROGRAM, "3\n4", fenced=True) + "\nThe answer is 4."
+    call = parse(text, "Python")[0]
+    assert call == Call("Python", PROGRAM, "3\n4", 0, text.index("\nThe answer"), fenced=True)
+    assert strip_calls(text, "Python") == "The answer is 4."
+
+
+@pytest.mark.parametrize("opener", ["```py\n", "```python3\n", "  ```python\n"])
+def test_fence_openers(opener: str) -> None:
+    segments = parse(f"{opener}print(1)\n```", "Python")
+    assert any(isinstance(s, Call) and s.args == "print(1)" for s in segments)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "```js\nlet x = 1\n```",  # another language
+        "Use ```python\nprint(1)\n``` inline",  # not at the start of a line
+        "``x``",  # backticks in prose
+    ],
+)
+def test_other_code_blocks_and_backticks_are_text(text: str) -> None:
+    assert parse(text, "Python") == [text]
+
+
+def test_without_a_fence_tool_code_blocks_are_text() -> None:
+    text = "```python\nprint(1)\n```"
+    assert parse(text) == [text]
+    assert strip_calls(text) == text
+
+
+def test_an_unclosed_program_is_malformed_and_a_long_one_too() -> None:
+    (bad,) = parse("```python\nprint(1)\n", "Python")
+    assert isinstance(bad, Malformed) and bad.reason == "unterminated call"
+    segments = parse("```python\n" + "x" * (MAX_CODE_CHARS + 1) + "\n```", "Python")
+    assert isinstance(segments[0], Malformed) and "longer than" in segments[0].reason
+
+
+def test_the_stream_pauses_at_the_closing_fence_and_takes_the_splice() -> None:
+    scanner = CallScanner("Python")
+    text = f"```python\n{PROGRAM}\n```\nand more"
+    consumed = scanner.feed(text, pause_at_call=True)
+    assert text[:consumed].endswith("\n```") and scanner.phase is Phase.AFTER_ARGS
+    assert scanner.pending == Call("Python", PROGRAM, None, 0, consumed, fenced=True)
+    scanner.feed(splice_text("Error: NameError (line 1)", fenced=True))
+    scanner.feed("\nFixed.")
+    assert scanner.finish()[0] == Call(
+        "Python", PROGRAM, "Error: NameError (line 1)", 0, consumed + 40, fenced=True
+    )
+
+
+def test_an_output_that_holds_a_fence_cannot_end_its_block() -> None:
+    text = render("Python", "print('```')", "```\nmore", fenced=True)
+    (call,) = parse(text, "Python")
+    assert isinstance(call, Call) and call.result == "` ` `\nmore"
+
+
+fenced_calls = st.builds(
+    lambda code, result: render("Python", code, result, fenced=True),
+    st.text(st.sampled_from(list("ab(]\n`#'\" ")), max_size=12).filter(lambda c: "\n`" not in c),
+    st.none() | st.text(st.sampled_from(list("12\n`x")), max_size=8),
+)
+fenced_streams = st.lists(
+    st.one_of(tricky_text, rendered_calls, fenced_calls, st.sampled_from(["\n", "\n```", "`"])),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=fenced_streams, data=st.data())
+def test_fenced_streams_parse_alike_in_any_chunks_and_reconstruct(
+    text: str, data: st.DataObject
+) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=10), label="cuts"))
+    bounds = [0, *cuts, len(text)]
+    scanner = CallScanner("Python")
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        rest = text[a:b]
+        while rest:
+            rest = rest[scanner.feed(rest, pause_at_call=True) :]
+    segments = parse(text, "Python")
+    assert merge_text(scanner.finish()) == segments
+    assert raw(text, segments) == text
+
+
+def test_an_escaped_bracket_opens_no_call() -> None:
+    text = r"\[Calculator(2+2)\] but [Calculator(3)] and \\[Calculator(4)]"
+    calls = [s for s in parse(text) if isinstance(s, Call)]
+    assert [c.args for c in calls] == ["3", "4"]  # `\\[` is an escaped backslash, then a call
+
+
+def test_without_inline_calls_only_fenced_programs_are_calls() -> None:
+    text = "So [Python(1+1)] is text.\n```python\nprint(2)\n```"
+    segments = parse(text, "Python", inline=False)
+    assert segments[0] == "So [Python(1+1)] is text.\n"
+    assert isinstance(segments[1], Call) and segments[1].fenced
+    assert strip_calls(text, "Python", inline=False) == "So [Python(1+1)] is text."

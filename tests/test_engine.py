@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from doubles import BrokenTool, EchoTool, RefusingTool, SlowTool
+from doubles import BrokenTool, EchoTool, PrintingPython, RefusingTool, SlowTool
 
 from agent_server.decoding import Sampling
+from agent_server.engine import EngineConfig
 from agent_server.errors import BadRequest
 from agent_server.events import CallEvent, FinalEvent, ResultEvent, TokenEvent
 from tools.calculator import Calculator
@@ -190,3 +191,115 @@ def test_streaming_takes_history_too(make_engine):
     engine, backend = make_engine("ok")
     collect(engine, "Next?", history=[("First?", "Yes.")])
     assert "Question: First?\nAnswer: Yes.\n\nQuestion: Next?" in backend.prompts[0]
+
+
+# -- strategies and self-consistency --------------------------------------------------------------
+def test_a_program_is_run_once_its_block_closes_and_the_answer_states_its_output(make_engine):
+    python = PrintingPython()
+    engine, backend = make_engine(
+        ["Let me compute.\n```python\nx = 2 + 3\nprint(x)\n```", "\nThe farm has x = 5 cows."],
+        tools=[EchoTool(), python],
+    )
+    events = collect(engine, "A farm has 2 cows and buys 3. How many?", strategy="program")
+    final = events[-1]
+    assert python.programs == ["x = 2 + 3\nprint(x)"]
+    assert final.text.endswith("```\n```output\nx\n```\nThe farm has x = 5 cows.")
+    assert final.answer == "Let me compute.\n\nThe farm has x = 5 cows."
+    assert final.strategy == "program"
+    calls = [e for e in events if isinstance(e, CallEvent)]
+    assert [(c.tool, c.argument) for c in calls] == [("Python", "x = 2 + 3\nprint(x)")]
+    prompt = backend.prompts[0]
+    assert "You solve problems by writing a Python program." in prompt
+    assert prompt.endswith("<user>A farm has 2 cows and buys 3. How many?</user>\n<assistant>")
+    assert "Echoes its input" not in prompt  # the strategy's tools only
+
+
+def test_a_program_whose_stated_answer_differs_is_caught(make_engine):
+    engine, _ = make_engine(
+        ["```python\nprint(7)\n```", "\nSo the answer is 8."], tools=[PrintingPython()]
+    )
+    final = run(engine, "3 + 4?", strategy="program")
+    assert final.value == "7"
+    assert [(c.kind, c.stated, c.computed) for c in final.checks] == [
+        ("stated_answer_differs", "8", "7")
+    ]
+
+
+def test_a_failed_program_is_read_by_the_model_which_repairs_it(make_engine):
+    python = PrintingPython()
+    engine, _ = make_engine(
+        ["```python\nanswer\n```", "\n```python\nprint(12)\n```", "\nIt is 12."], tools=[python]
+    )
+    final = run(engine, "q", strategy="program")
+    assert [(r.result, r.error is not None) for r in final.trace] == [(None, True), ("12", False)]
+    assert "```output\nError: NameError" in final.text
+    assert final.value == "12" and final.checks == ()
+
+
+def test_cot_asks_the_model_alone_with_its_own_system_prompt(make_engine):
+    engine, backend = make_engine(r"2 + 3 = 5, so \boxed{5}.")
+    final = run(engine, "What is 2 + 3?", strategy="cot")
+    assert final.value == "5" and final.trace == ()
+    assert backend.prompts[0] == (
+        "<system>You are a scripted model.</system>\n<user>What is 2 + 3?\n"
+        "Please reason step by step, and put your final answer within \\boxed{}.</user>\n"
+        "<assistant>"
+    )
+
+
+def test_calculator_strategy_reasons_over_lines_with_calls(make_engine):
+    calculator = Calculator()
+    try:
+        engine, backend = make_engine(
+            ["She has 9 + 4 = [Calculator(9+4)", " 13 apples.\nThen 13 * 2 = [Calculator(13*2)",
+             " 26.\nThe answer is 26."],
+            tools=[calculator, EchoTool()],
+        )  # fmt: skip
+        final = run(engine, "q", strategy="calculator")
+    finally:
+        calculator.close()
+    assert [r.result for r in final.trace] == ["13", "26"]
+    assert final.value == "26" and final.text.count("\n") == 2  # a newline is no stop here
+    assert "one step per line" in backend.prompts[0]
+
+
+def test_a_strategy_that_names_tools_refuses_others(make_engine):
+    engine, _ = make_engine("x", tools=[EchoTool()])
+    with pytest.raises(BadRequest, match="strategy 'program' needs the Python tool"):
+        run(engine, strategy="program")
+    with pytest.raises(BadRequest, match="samples must be from 1 to 16"):
+        run(engine, samples=17)
+
+
+def test_samples_fork_the_read_prompt_and_vote(make_engine):
+    replies = [
+        ["```python\nprint(5)\n```", "\nIt is 5."],
+        ["```python\nprint(6)\n```", "\nIt is 6."],
+        ["```python\nprint(5.0)\n```", "\nIt is 5."],
+    ]
+    engine, backend = make_engine(*replies, tools=[PrintingPython()])
+    events = collect(engine, "2 + 3?", strategy="program", samples=3, sampling=Sampling(seed=4))
+    final = events[-1]
+    assert len(backend.prompts) == 1  # the prompt was read once; the forks share it
+    first, *forks = backend.sessions
+    assert len(forks) == 2 and all(f.feeds[0] != first.feeds[0] for f in forks)
+    assert [(v.value, v.samples) for v in final.votes] == [("5", (0, 2)), ("6", (1,))]
+    assert final.sample in (0, 2) and final.value in ("5", "5.0")
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    assert {e.sample for e in tokens} == {0, 1, 2}
+    results = [e for e in events if isinstance(e, ResultEvent)]
+    assert sorted(r.sample for r in results) == [0, 1, 2]
+    assert all(r.sample == final.sample for r in final.trace)
+    # Every sample's tokens (one a character here) count; the prompt's, once.
+    assert final.usage.completion_tokens == sum(len("".join(r)) for r in replies)
+    assert final.usage.prompt_tokens == len(first.feeds[0])
+
+
+def test_default_samples_apply_to_the_default_strategy_only(make_engine):
+    engine, backend = make_engine("It is 4.", "It is 4.", "It is 5.", tools=[EchoTool()])
+    engine.config = EngineConfig(strategy="toolformer", samples=3)
+    final = run(engine, "2 + 2?")
+    assert len(final.votes) == 2 and final.value == "4"
+    backend.queue("Once.")
+    final = run(engine, "2 + 2?", strategy="toolformer")
+    assert final.votes == () and final.sample is None

@@ -7,18 +7,22 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy.stats import binomtest
 
 from agent_server.evals.scoring import (
-    as_number,
     contains_answer,
     exact_match,
+    mcnemar_p,
+    normalise,
+    percentile,
+)
+from agent_server.numbers import (
+    as_number,
     first_number,
     last_number,
     last_number_text,
     majority,
-    normalise,
     numbers,
-    percentile,
     same_number,
     written_as,
 )
@@ -154,3 +158,21 @@ def test_a_text_that_is_one_number_and_the_first_number_as_written():
     assert first_number("It costs £2340/month, not 12.") == (10, "2340")
     assert first_number("x2 and 3/4 then 5") == (7, "3/4")
     assert first_number("none here") is None
+
+
+@pytest.mark.parametrize(
+    ("gained", "lost", "p"),
+    [
+        (0, 0, 1.0),
+        (1, 0, 1.0),
+        (6, 0, 2 / 64),  # all six discordant pairs one way: 2 * (1/2)^6
+        (69, 32, 0.000296),  # the README's Toolformer run 4 against its base
+        (10, 10, 1.0),
+    ],
+)
+def test_mcnemar_exact_p(gained, lost, p):
+    assert mcnemar_p(gained, lost) == pytest.approx(p, rel=1e-2)
+    assert mcnemar_p(lost, gained) == mcnemar_p(gained, lost)
+    if gained + lost:  # the same as scipy's exact binomial test on the discordant pairs
+        expected = binomtest(min(gained, lost), gained + lost, 0.5).pvalue
+        assert mcnemar_p(gained, lost) == pytest.approx(expected, rel=1e-9)

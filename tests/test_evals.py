@@ -9,8 +9,9 @@ import io
 import json
 
 import pytest
+from doubles import PrintingPython
 
-from agent_server.errors import ConfigError
+from agent_server.errors import BadRequest, ConfigError
 from agent_server.evals import math as math_eval
 from agent_server.evals import qa as qa_eval
 from agent_server.evals import report
@@ -57,90 +58,74 @@ def calculator():
     tool.close()
 
 
-def test_math_modes_score_calls_results_and_answers(make_engine, calculator):
-    engine, _ = make_engine(
-        ["It has [Calculator(2+3)", " cows."],  # tools, q1: right, the result in the sentence
-        ["[Calculator(4*2)", " The answer is 9."],  # tools, q2: a call, its result ignored
-        "5.",  # no_tools, q1
-        "I think 12 eggs.",  # no_tools, q2
-        tools=[calculator],
-    )
-    items = asyncio.run(math_eval.evaluate(engine, MATH, math_eval.MathConfig(), progress=False))
-    assert [(i["id"], i["mode"], i["predicted"], i["correct"]) for i in items] == [
-        ("q1", "tools", 5, True),
-        ("q2", "tools", 9, False),
-        ("q1", "no_tools", 5, True),
-        ("q2", "no_tools", 12, False),
-    ]
-    assert items[0]["text"] == "It has [Calculator(2+3) → 5] cows."
-    assert items[0]["answer"] == "It has 5 cows."  # as shown: the result in the call's place
-    assert items[0]["shown_correct"]
-    assert items[1]["answer"] == "The answer is 9."  # a call opening the answer is removed
-    assert [(i["calls"], i["well_formed"], i["results_used"]) for i in items] == [
-        (1, 1, 1),
-        (1, 1, 0),
-        (0, 0, 0),
-        (0, 0, 0),
-    ]
-    summary = math_eval.summarise(items)
-    assert summary["tools"] == {
-        "n": 2,
-        "accuracy": 0.5,
-        "shown_accuracy": 0.5,
-        "sample_accuracy": 0.5,
-        "call_rate": 1.0,
-        "well_formed_rate": 1.0,
-        "result_used_rate": 0.5,
-        "mean_latency_s": pytest.approx((items[0]["latency_s"] + items[1]["latency_s"]) / 2),
-        "p95_latency_s": max(items[0]["latency_s"], items[1]["latency_s"]),
-    }
-    assert summary["no_tools"]["accuracy"] == summary["no_tools"]["shown_accuracy"] == 0.5
-    assert summary["no_tools"]["call_rate"] == 0.0
-    assert summary["no_tools"]["well_formed_rate"] is None  # no calls: nothing to rate
-
-
-def test_calls_that_break_the_grammar_or_the_calculator_are_not_well_formed(
-    make_engine, calculator
-):
-    engine, _ = make_engine(
-        "[Calculator(2+3 → 5] so 5.",  # malformed: never run
-        ["[Calculator(4 boxes * 2 eggs)", " 8 eggs."],  # refused: words in the expression
-        tools=[calculator],
-    )
-    config = math_eval.MathConfig(modes=("tools",))
-    items = asyncio.run(math_eval.evaluate(engine, MATH, config, progress=False))
-    assert [(i["calls"], i["well_formed"], i["correct"]) for i in items] == [
-        (1, 0, True),
-        (1, 0, True),
-    ]
-    assert "Error: " in items[1]["text"]
-    summary = math_eval.summarise(items)["tools"]
-    assert summary["well_formed_rate"] == 0.0
-    assert summary["result_used_rate"] is None  # no result to use
-
-
-def test_self_consistency_takes_the_majority_of_k_samples(make_engine, calculator):
+def test_math_modes_answer_in_each_strategy_and_compare_with_cot(make_engine, calculator):
+    python = PrintingPython()
     engine, backend = make_engine(
-        "5.",  # greedy, q1
-        "9.",  # greedy, q2
-        "5.", "It is 6.", "5 cows.",  # q1 sampled: majority 5, right
-        "8.", "7.", "7 eggs.",  # q2 sampled: majority 7, wrong
-        tools=[calculator],
-    )  # fmt: skip
-    config = math_eval.MathConfig(modes=("tools",), samples=3)
+        r"2 + 3 = 5. \boxed{5}",  # cot, q1: right
+        r"4 * 2 = 6, so \boxed{6}.",  # cot, q2: wrong
+        ["It has [Calculator(2+3)", " cows."],  # toolformer, q1: the result in the sentence
+        ["[Calculator(4*2)", " The answer is 9."],  # toolformer, q2: the result ignored
+        ["```python\nprint(5)\n```", "\nIt has 5 cows."],  # program, q1
+        ["```python\nprint(8)\n```", "\nThere are 9 eggs."],  # program, q2: caught, 8 stands
+        tools=[calculator, python],
+    )
+    config = math_eval.MathConfig(modes=("cot", "toolformer", "program"))
     items = asyncio.run(math_eval.evaluate(engine, MATH, config, progress=False))
-    assert math_eval.mode_names(config) == ["tools", "tools@k3"]
-    voted = [i for i in items if i["mode"] == "tools@k3"]
-    assert [(i["sample_predictions"], i["predicted"], i["correct"]) for i in voted] == [
-        ([5, 6, 5], 5, True),
-        ([8, 7, 7], 7, False),
+    assert [(i["id"], i["mode"], i["predicted"], i["correct"]) for i in items] == [
+        ("q1", "cot", 5, True),
+        ("q2", "cot", 6, False),
+        ("q1", "toolformer", 5, True),
+        ("q2", "toolformer", 9, False),
+        ("q1", "program", 5, True),
+        ("q2", "program", 8, True),
     ]
-    assert voted[0]["answer"] == "5."  # the first answer that gave the winning number
+    assert items[2]["answer"] == "It has 5 cows." and items[2]["strategy"] == "toolformer"
+    assert [(i["calls"], i["well_formed"]) for i in items] == [
+        (0, 0), (0, 0), (1, 1), (1, 1), (1, 1), (1, 1)
+    ]  # fmt: skip
+    assert items[5]["checks"] == [{"kind": "stated_answer_differs", "stated": "9", "computed": "8"}]
+    assert "Calculator" in backend.prompts[2] and "Python" not in backend.prompts[2]
     summary = math_eval.summarise(items)
-    assert summary["tools"]["accuracy"] == 0.5
-    assert summary["tools@k3"]["accuracy"] == 0.5
-    assert summary["tools@k3"]["sample_accuracy"] == pytest.approx(3 / 6)
-    assert len(backend.sessions) == 2 + 2 * 3
+    assert summary["cot"]["p_vs_cot"] is None
+    assert summary["program"]["accuracy"] == 1.0
+    assert (summary["program"]["gained_vs_cot"], summary["program"]["lost_vs_cot"]) == (1, 0)
+    assert summary["program"]["p_vs_cot"] == 1.0  # one discordant pair proves nothing
+    assert summary["toolformer"]["gained_vs_cot"] == summary["toolformer"]["lost_vs_cot"] == 0
+    latencies = [i["latency_s"] for i in items[4:]]
+    assert summary["program"]["median_latency_s"] == min(latencies)  # nearest rank of two
+    assert summary["program"]["p95_latency_s"] == max(latencies)
+    assert summary["program"]["check_rate"] == 0.5
+    assert summary["cot"]["well_formed_rate"] is None  # no calls: nothing to rate
+
+
+def test_a_k_mode_samples_in_one_answer_and_votes(make_engine):
+    engine, _ = make_engine(
+        "A: 5.", "A: 6.", "A: 5 cows.",  # q1: majority 5, right
+        "A: 8.", "A: 7.", "A: 7 eggs.",  # q2: majority 7, wrong
+        tools=[PrintingPython()],
+    )  # fmt: skip
+    config = math_eval.MathConfig(modes=("toolformer@k3",))
+    engine.tools = {}  # the toolformer mode's Calculator is not needed for sentences
+    with pytest.raises(BadRequest, match="unknown tools"):
+        asyncio.run(math_eval.evaluate(engine, MATH, config, progress=False))
+    config = math_eval.MathConfig(modes=("cot@k3",))
+    items = asyncio.run(math_eval.evaluate(engine, MATH, config, progress=False))
+    assert [(i["predicted"], i["correct"], i["samples_correct"]) for i in items] == [
+        (5, True, 2),
+        (7, False, 1),  # one sample said 8, outvoted
+    ]
+    assert [v["samples"] for v in items[0]["votes"]] == [[0, 2], [1]]
+    assert math_eval.summarise(items)["cot@k3"]["sample_accuracy"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [("magic", "the strategy must be one of"), ("cot@k1", "@k takes 2 to 16"), ("cot@kx", "@k")],
+)
+def test_bad_modes_are_refused_by_name(mode, error):
+    with pytest.raises(ConfigError, match=error):
+        math_eval.parse_mode(mode)
+    assert math_eval.parse_mode("program@k5") == math_eval.Mode("program@k5", "program", 5)
 
 
 def test_qa_modes_score_answers_recall_reading_and_citations(make_engine, tmp_path):
@@ -198,14 +183,13 @@ def test_qa_modes_score_answers_recall_reading_and_citations(make_engine, tmp_pa
 
 
 def test_result_files_hold_provenance_a_summary_its_items_a_table_and_a_png(tmp_path):
-    items = [
-        {"id": "a", "mode": "tools", "correct": True, "shown_correct": True, "samples": 1,
-         "samples_correct": 1, "samples_with_calls": 1, "samples_with_results": 1, "calls": 1,
-         "well_formed": 1, "results_used": 1, "latency_s": 2.0},
-        {"id": "a", "mode": "no_tools", "correct": False, "shown_correct": False, "samples": 1,
-         "samples_correct": 0, "samples_with_calls": 0, "samples_with_results": 0, "calls": 0,
-         "well_formed": 0, "results_used": 0, "latency_s": 1.0},
-    ]  # fmt: skip
+    def item(mode, correct, latency):
+        return {"id": "a", "mode": mode, "correct": correct, "samples": 1,
+                "samples_correct": int(correct), "calls": int(mode != "cot"),
+                "well_formed": int(mode != "cot"), "checks": [], "tokens": 10,
+                "latency_s": latency}  # fmt: skip
+
+    items = [item("cot", False, 1.0), item("program", True, 2.0)]
     summary = math_eval.summarise(items)
     result = report.result_file("math", "scripted", "agent-server eval math", {}, summary, items, 3)
     written = report.write(tmp_path / "out", result, math_eval.COLUMNS, math_eval.BARS, "Math")
@@ -214,10 +198,11 @@ def test_result_files_hold_provenance_a_summary_its_items_a_table_and_a_png(tmp_
     assert saved["commit"] == "unknown" or len(saved["commit"]) == 40
     assert math_eval.summarise(saved["items"]) == saved["summary"]
     table = written.markdown.read_text()
+    assert "| cot | 1 | 0.0% | – | 1.00 | 1.00 | 10 | 0.0% | – | 0.0% | 0.0% |" in table
     assert (
-        "| tools | 1 | 100.0% | 100.0% | 100.0% | 100.0% | 100.0% | 100.0% | 2.00 | 2.00 |" in table
+        "| program | 1 | 100.0% | 1.0000 | 2.00 | 2.00 | 10 | 100.0% | 100.0% | 100.0% | 0.0% |"
+        in table
     )
-    assert "| no_tools | 1 | 0.0% | 0.0% | 0.0% | 0.0% | – | – | 1.00 | 1.00 |" in table
     assert written.plot.read_bytes().startswith(PNG)
     # Given the commit read when the run started, that is the one recorded, not today's.
     started_at = ("0" * 40, True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent_server.engine import PrefixCache
+from agent_server.prefix_cache import PrefixCache
 
 
 class ForkingSession:

@@ -108,6 +108,7 @@ def test_turns_come_back_in_order_with_everything_kept(store):
             "result": "4",
             "error": None,
             "duration_s": 0.01,
+            "sample": None,
         },
     )
     assert first.usage == {"prompt_tokens": 9, "completion_tokens": 5, "spliced_tokens": 2}

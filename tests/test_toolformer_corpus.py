@@ -12,15 +12,12 @@ import asyncio
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cli_run import cli
 
-from agent_server.decoding import Sampling
-from agent_server.evals.math import MAX_NEW_TOKENS
-from agent_server.evals.scoring import last_number, same_number
-from agent_server.events import FinalEvent
+from agent_server.numbers import last_number, same_number
+from agent_server.prompts import Prompt
 from agent_server.toolformer.corpus import (
     INSTRUCTION,
     own_answers,
@@ -74,34 +71,21 @@ def test_a_size_below_one_is_refused_by_name(tmp_path):
     assert not (tmp_path / "c.jsonl").exists()
 
 
-class SetAnswers:
-    """A stand-in engine: answers each question with the text it is given for it."""
-
-    def __init__(self, answers: dict[str, str]) -> None:
-        self.answers = answers
-        self.asked: list[tuple[Any, Any]] = []
-
-    async def run(self, question: str, sampling: Any = None, tools: Any = None) -> FinalEvent:
-        self.asked.append((sampling, tools))
-        return FinalEvent(answer=self.answers[question], text=self.answers[question])
-
-
-def test_only_right_one_line_answers_are_kept_as_the_model_wrote_them():
+def test_only_right_one_line_answers_are_kept_as_the_model_wrote_them(make_engine):
     problems = [
         {"id": "a", "question": "Ann has 3 pens and buys 4. How many?", "answer": 7.0},
         {"id": "b", "question": "Bo has 5 and loses 2. How many?", "answer": 3.0},
         {"id": "c", "question": "Cy has 2 bags of 6. How many?", "answer": 12.0},
         {"id": "d", "question": "Di has 9 and gives 4. How many?", "answer": 5.0},
     ]
-    engine = SetAnswers(
-        {
-            "Ann has 3 pens and buys 4. How many?": " She has 3+4 = 7 pens.",
-            "Bo has 5 and loses 2. How many?": " Bo has 7 left.",  # wrong
-            "Cy has 2 bags of 6. How many?": "2 * 6 = 12.\nSo 12.",  # two lines
-            "Di has 9 and gives 4. How many?": "She has 5 left.",
-        }
+    engine, backend = make_engine(
+        " She has 3+4 = 7 pens.",
+        " Bo has 7 left.",  # wrong
+        "2 * 6 = 12.\nSo 12.",  # two lines
+        "She has 5 left.",
     )
-    kept = asyncio.run(own_answers(engine, problems, workers=2))  # type: ignore[arg-type]
+    engine.prompts["toolformer"] = Prompt("chat", stops=((), ()))  # let it write two lines
+    kept = asyncio.run(own_answers(engine, problems, workers=1))
     assert kept == [
         {
             "id": "a",
@@ -109,8 +93,8 @@ def test_only_right_one_line_answers_are_kept_as_the_model_wrote_them():
         },
         {"id": "d", "text": "Question: Di has 9 and gives 4. How many?\nAnswer: She has 5 left."},
     ]
-    # As the math eval's no_tools mode asks: greedy, its token budget, no tools.
-    assert engine.asked == [(Sampling(max_new_tokens=MAX_NEW_TOKENS), [])] * 4
+    # In the service's one-sentence style, without a tool in the prompt.
+    assert all("Echo" not in p and "Question: " in p for p in backend.prompts)
 
 
 @pytest.mark.model

@@ -7,7 +7,8 @@ The parent starts `python -I _sandbox_child.py CONFIG`, CONFIG being JSON. The c
    limits, drops to the unprivileged uid and installs the audit hook (`make_guard`);
 2. writes `READY` on the result pipe, then reads the code from stdin (an 8-byte big-endian length,
    then UTF-8);
-3. runs the code like a notebook cell and writes one JSON object, {"value": …, "error": …}, on the
+3. runs the code like a notebook cell (a last expression's value is shown, and so is a last
+   assignment's) and writes one JSON object, {"value": …, "error": …}, on the
    result pipe. What the code prints goes to stdout, which is not the result pipe.
 
 It imports only the standard library (the server's code is not importable here) and does nothing
@@ -322,15 +323,21 @@ def read_code(stream: BinaryIO) -> str | None:
 
 
 def run(code: str, value_chars: int, memory_mib: int) -> dict[str, str | None]:
-    """Run `code` like a notebook cell: the repr of a last expression (cut to `value_chars`) or
-    one line saying what went wrong."""
+    """Run `code` like a notebook cell: the repr of a last expression, or `name = repr` when the
+    code ends by assigning one name (as smolagents and codejail show it: a program that ends in
+    `result = a * b` has computed something), cut to `value_chars`; or one line saying what went
+    wrong."""
     try:
         tree = ast.parse(code, CODE_NAME)
         last = tree.body[-1] if tree.body else None
         tail = None
+        assigned = _assigned_name(last)
         if isinstance(last, ast.Expr):
             tree.body.pop()
             tail = compile(ast.Expression(last.value), CODE_NAME, "eval")
+        elif assigned is not None and last is not None:
+            name = ast.copy_location(ast.Name(assigned, ast.Load()), last)  # errors: its line
+            tail = compile(ast.fix_missing_locations(ast.Expression(name)), CODE_NAME, "eval")
         body = compile(tree, CODE_NAME, "exec")
     except SyntaxError as exc:
         where = f" (line {exc.lineno})" if exc.lineno else ""
@@ -341,12 +348,28 @@ def run(code: str, value_chars: int, memory_mib: int) -> dict[str, str | None]:
     try:
         exec(body, namespace)
         value = None if tail is None else eval(tail, namespace)
-        text = None if value is None else repr(value)[:value_chars]
+        shown = None if value is None else repr(value)
+        if shown is not None and assigned is not None:
+            shown = f"{assigned} = {shown}"
+        text = None if shown is None else shown[:value_chars]
     except SystemExit as exc:
         return {"value": None, "error": _exit_message(exc.code)}
     except BaseException as exc:  # the model's code may raise anything; it all goes back to it
         return {"value": None, "error": describe(exc, memory_mib)}
     return {"value": text, "error": None}
+
+
+def _assigned_name(statement: ast.stmt | None) -> str | None:
+    """The one name a statement assigns (`x = …`, `x: int = …`, `x += …`), else None."""
+    if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+        target: ast.expr | None = statement.targets[0]
+    elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+        target = statement.target
+    elif isinstance(statement, ast.AugAssign):
+        target = statement.target
+    else:
+        target = None
+    return target.id if isinstance(target, ast.Name) else None
 
 
 def _exit_message(code: object) -> str | None:

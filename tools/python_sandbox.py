@@ -1,8 +1,9 @@
 """The Python tool: runs the model's code in a throwaway, locked-down process, for calls like
-`[Python("print(2**10)")]`.
+`[Python("print(2**10)")]` or a fenced program (`calls`: the program-aided strategy).
 
 The result reads like a notebook cell's: what the code printed, then the repr of its last line if
-that is an expression. An exception comes back as one line the model can act on,
+that is an expression, or `name = repr` if it assigns one name (`total = price * 3`). An
+exception comes back as one line the model can act on,
 `ZeroDivisionError: division by zero (line 1)`, and so do a timeout and `sys.exit(3)`. The code
 can import `tools._sandbox_child.ALLOWED_MODULES` (math, statistics, fractions, sympy, …).
 
@@ -70,7 +71,7 @@ MIN_MEMORY_BYTES = 128 << 20  # the child uses about 70 MB once sympy is importe
 STARTUP_TIMEOUT_S = 60.0
 PROBE_TIMEOUT_S = 30.0
 CHUNK_BYTES = 1 << 16
-NO_OUTPUT = "(no output: print something, or end with an expression)"
+NO_OUTPUT = "(no output: print something, or end with an expression or an assignment)"
 GARBLED = "the sandbox sent back a garbled result"
 
 _prefixes: dict[int, tuple[str, ...]] = {}  # euid -> the command line the child starts under

@@ -27,6 +27,7 @@ class ToolOptions:
     search_region: str = "us-en"
     search_safesearch: Literal["on", "moderate", "off"] = "moderate"
     search_results: int = 3
+    search_proxy: str | None = None  # http, https or socks5 URL for the live web search
     # Per request. Two tries and the first back-off (4 + 1 + 4 s) fit in the engine's 10 s limit.
     search_timeout_s: float = 4.0
     # The user's own documents for Retrieve: a folder, a file or a JSONL of {doc_id,title,text}.
@@ -68,6 +69,7 @@ def _search(o: ToolOptions) -> Tool:
             region=o.search_region,
             safesearch=o.search_safesearch,
             timeout_s=o.search_timeout_s,
+            proxy=o.search_proxy,
         )
     return Search(backend, max_results=o.search_results)
 

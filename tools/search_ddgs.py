@@ -116,8 +116,7 @@ class DdgsTransport:
         except RatelimitException as exc:
             raise RateLimited(f"{host} refused the query (rate limit)") from exc
         except DDGSException as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            raise SearchError(f"request to {host} failed: {reason}") from exc
+            raise SearchError(f"{host} cannot be reached: {_reason(exc)}") from exc
         return HttpReply(int(response.status_code), str(response.text))
 
 
@@ -226,3 +225,16 @@ class _CookieCatcher:
     def set_cookies(self, url: str, cookies: Mapping[str, str] | None) -> None:
         del url  # one engine, one site: the request's URL is where they go
         self.cookies.update(cookies or {})
+
+
+def _reason(exc: Exception) -> str:
+    """Why a request got no reply, in a few words the model can read (not the HTTP stack's
+    debug text, whose numbers a small model would take for an answer)."""
+    text = str(exc).lower()
+    if "dns" in text or "resolv" in text:
+        return "its name does not resolve (no network?)"
+    if "connect" in text or "refused" in text or "unreachable" in text:
+        return "the connection failed (no network?)"
+    if "certificate" in text or "tls" in text or "ssl" in text:
+        return "the secure connection failed"
+    return type(exc).__name__

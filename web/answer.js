@@ -1,13 +1,11 @@
 // One answer in the conversation: its tool cards, its text (streamed, then final), its sources.
 //
-// The streamed text carries the model's call syntax (`[Calculator(2+2)`); it is cut when the
-// call event arrives, and an unfinished `[…` at the end is held back until it closes. The final
-// answer (call-free, from the server) then replaces the streamed text.
+// The text shown is what the server sends as the reader's answer (`answer` events: no call
+// syntax, nothing to parse here); the final answer then replaces it, with its references.
 
 import { externalLink, renderMarkdown, safeUrl } from "./markdown.js";
 
 let answers = 0;
-const HELD_BACK = 400; // an unclosed `[` longer than this is text after all
 
 export class AnswerView {
   constructor() {
@@ -31,16 +29,12 @@ export class AnswerView {
     this.schedule();
   }
 
-  call({ index, tool, argument }) {
-    const at = this.text.lastIndexOf(`[${tool}(`);
-    // The space before the call goes with it, as in the server's final answer.
-    if (at >= 0) this.text = this.text.slice(0, at).replace(/ +$/, "");
-    this.card(index, tool, argument);
-    this.schedule();
+  call({ index, tool, argument, sample }) {
+    this.card(index, tool, argument, sample);
   }
 
   result(item) {
-    const card = this.card(item.index, item.tool, item.argument);
+    const card = this.card(item.index, item.tool, item.argument, item.sample);
     fillCard(card, item);
   }
 
@@ -48,7 +42,7 @@ export class AnswerView {
   finish(response) {
     this.pending = false;
     (response.trace ?? []).forEach((item, index) => {
-      fillCard(this.card(index, item.tool, item.argument), item);
+      fillCard(this.card(index, item.tool, item.argument, item.sample), item);
     });
     const quotes = (response.quotes ?? []).map((q, i) =>
       typeof q === "string" ? { number: i + 1, text: q } : q,
@@ -66,6 +60,13 @@ export class AnswerView {
     this.body.replaceChildren(renderMarkdown(response.answer ?? "", { cite }));
     if (!(response.answer ?? "").trim()) {
       this.body.append(make("p", "note", {}, "(The model gave no answer.)"));
+    }
+    for (const check of response.checks ?? []) {
+      const said =
+        check.kind === "value_from_error"
+          ? `${check.stated} comes from a tool's error message, not from an answer.`
+          : `The answer states ${check.stated}, but its program printed ${check.computed}.`;
+      this.body.append(make("p", "note check", { role: "note" }, said));
     }
     this.showSources(quotes, response.references ?? []);
     this.showFooter(response);
@@ -106,19 +107,18 @@ export class AnswerView {
 
   render() {
     this.pending = false;
-    // Hold back an unfinished `[…` (a call being written, or a marker like `[1`).
-    const open = this.text.lastIndexOf("[");
-    const held = open >= 0 && !this.text.includes("]", open) && this.text.length - open < HELD_BACK;
-    const shown = held ? this.text.slice(0, open) : this.text;
-    this.body.replaceChildren(renderMarkdown(shown));
+    this.body.replaceChildren(renderMarkdown(this.text));
     if (this.el.getAttribute("aria-busy") === "true") this.body.append(dots());
   }
 
-  card(index, tool, argument) {
-    let card = this.cards.get(index);
+  /** The card of call `index` (of one sample, when several are drawn and put to a vote). */
+  card(index, tool, argument, sample = null) {
+    const key = sample === null || sample === undefined ? `${index}` : `${sample}:${index}`;
+    let card = this.cards.get(key);
     if (!card) {
-      card = makeCard(tool, argument);
-      this.cards.set(index, card);
+      const label = sample === null || sample === undefined ? tool : `${tool} · sample ${sample + 1}`;
+      card = makeCard(label, argument);
+      this.cards.set(key, card);
       const item = append(this.steps, "li");
       item.append(card);
       this.steps.hidden = false;
@@ -150,7 +150,13 @@ export class AnswerView {
     const copy = append(this.footer, "button", "copy", { type: "button" }, "Copy");
     copy.setAttribute("aria-label", "Copy the answer");
     copy.addEventListener("click", () => copyText(response.answer ?? "", copy));
-    const facts = [response.model, seconds(response.timings?.total_s)].filter(Boolean);
+    const votes = (response.votes ?? []).map((v) => `${v.value ?? "no value"} ×${v.samples.length}`);
+    const facts = [
+      response.model,
+      response.strategy,
+      votes.length ? `votes: ${votes.join(", ")}` : null,
+      seconds(response.timings?.total_s),
+    ].filter(Boolean);
     if (facts.length) append(this.footer, "span", "meta", {}, facts.join(" · "));
     this.footer.hidden = false;
   }

@@ -27,12 +27,14 @@ async function send(text) {
   busy(controller);
   announce("Answering…");
   const body = { question: text, mode: mode() };
+  const how = strategy();
+  if (body.mode === "toolformer" && how) body.strategy = how;
   if (state.conversationId) body.conversation_id = state.conversationId;
   let finished = false;
   try {
     const response = await ask(body, controller.signal);
     for await (const { event, data } of readEvents(response)) {
-      if (event === "token") view.appendText(data.text);
+      if (event === "answer") view.appendText(data.text);
       else if (event === "call") {
         view.call(data);
         announce(`Calling ${data.tool}…`);
@@ -87,6 +89,11 @@ function stop() {
 
 function mode() {
   return document.querySelector('input[name="mode"]:checked')?.value ?? "toolformer";
+}
+
+/** The chosen way of reasoning, or "" for the server's default. */
+function strategy() {
+  return $("strategy").value;
 }
 
 /** Keep the newest text in view, unless the reader has scrolled up to read. */
@@ -248,8 +255,14 @@ function setUp() {
   $("new-chat").addEventListener("click", newChat);
   for (const radio of document.querySelectorAll('input[name="mode"]')) {
     radio.checked = radio.value === (stored("mode") ?? "toolformer");
-    radio.addEventListener("change", () => store("mode", radio.value));
+    radio.addEventListener("change", () => {
+      store("mode", radio.value);
+      $("strategy").disabled = mode() !== "toolformer";
+    });
   }
+  $("strategy").value = stored("strategy") ?? "";
+  $("strategy").disabled = mode() !== "toolformer";
+  $("strategy").addEventListener("change", () => store("strategy", strategy()));
   setUpTheme();
   setUpMenu();
   setUpDocuments();

@@ -32,6 +32,10 @@ class Session(Protocol):
         """Append and encode `token_ids`; return the next-token logits."""
         ...
 
+    def fork(self) -> Session:
+        """A new session that has read the same tokens (sharing or copying their KV cache)."""
+        ...
+
 
 class Backend(Protocol):
     @property
@@ -58,8 +62,9 @@ class Backend(Protocol):
 
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
-    def chat_prompt(self, system: str, user: str) -> str | None:
-        """The model's chat template applied to one exchange, or None if it has none."""
+    def chat_prompt(self, system: str | None, user: str) -> str | None:
+        """The model's chat template applied to one exchange, or None if it has none; `system`
+        None leaves the template's own system prompt (Qwen's "You are Qwen, …")."""
         ...
 
     def new_session(self) -> Session: ...

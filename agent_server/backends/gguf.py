@@ -103,10 +103,12 @@ class GgufTokenizer:
         # Special tokens (`<|im_end|>`) print as nothing, as transformers' skip_special_tokens.
         return self.bytes(token_ids, special=False).decode("utf-8", errors="replace")
 
-    def chat_prompt(self, system: str, user: str) -> str | None:
+    def chat_prompt(self, system: str | None, user: str) -> str | None:
         if self._template is None:
             return None
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        messages = [{"role": "user", "content": user}]
+        if system is not None:  # else the template's own system prompt, if it has one
+            messages.insert(0, {"role": "system", "content": system})
         return self._template.render(messages=messages, add_generation_prompt=True)
 
 

@@ -3,7 +3,10 @@
 Each generation takes the next reply from the queue. A reply is a list of parts: the model
 writes the first part, then waits; when the engine splices something in (a tool result), it
 writes the next part. So `["It is [Calculator(2+2)", " 4."]` plays a model that calls the
-calculator and then repeats its result. Every prompt the engine sends is recorded.
+calculator and then repeats its result. Every prompt the engine sends is recorded. A fork (the
+engine forks a session for each of several samples) plays the next reply in the queue; its first
+token comes from the logits its parent gave for the prompt, as with a real model, so the replies
+of one prompt's samples must begin alike.
 
 Sessions record every feed, so tests can check that nothing is encoded twice. It goes through
 the same `Session` seam and `TokenChooser` as a real model, so tests exercise
@@ -60,7 +63,8 @@ class ScriptedBackend:
     def close(self) -> None:
         """Nothing to free."""
 
-    def chat_prompt(self, system: str, user: str) -> str | None:
+    def chat_prompt(self, system: str | None, user: str) -> str | None:
+        system = "You are a scripted model." if system is None else system
         return f"<system>{system}</system>\n<user>{user}</user>\n<assistant>"
 
     def new_session(self) -> ScriptedSession:
@@ -102,6 +106,14 @@ class ScriptedSession:
         logits = np.full(self._backend.vocab.size(), -np.inf, dtype=np.float32)
         logits[EOS if nxt is None else nxt] = 0.0
         return logits
+
+    def fork(self) -> ScriptedSession:
+        """A session that has read the same tokens and writes the next queued reply."""
+        reply = self._backend.replies.popleft() if self._backend.replies else [""]
+        twin = ScriptedSession(self._backend, reply)
+        twin._tokens = list(self._tokens)
+        self._backend.sessions.append(twin)
+        return twin
 
     def _expected(self) -> int | None:
         part = self._parts[self._part]

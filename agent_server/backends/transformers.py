@@ -93,10 +93,12 @@ class TransformersBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
 
-    def chat_prompt(self, system: str, user: str) -> str | None:
+    def chat_prompt(self, system: str | None, user: str) -> str | None:
         if not self._tokenizer.chat_template:
             return None
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        messages = [{"role": "user", "content": user}]
+        if system is not None:  # else the template's own system prompt, if it has one
+            messages.insert(0, {"role": "system", "content": system})
         text = self._tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )

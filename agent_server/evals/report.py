@@ -24,11 +24,11 @@ _REPO = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Column:
-    """A summary figure as the table shows it: a share (as %), seconds or a count."""
+    """A summary figure as the table shows it: a share (as %), seconds, a count or a p-value."""
 
     key: str
     header: str
-    kind: Literal["share", "seconds", "count"]
+    kind: Literal["share", "seconds", "count", "p"]
 
     def format(self, value: float | None) -> str:
         if value is None:
@@ -37,7 +37,9 @@ class Column:
             return f"{100 * value:.1f}%"
         if self.kind == "seconds":
             return f"{value:.2f}"
-        return f"{value:g}"
+        if self.kind == "p":
+            return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+        return f"{value:g}" if float(value).is_integer() else f"{value:.1f}"
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ SOURCES = (GENERATOR, "one_step")
 INSTRUCTION = " Give the result as your final answer. Do not include units."
 ANSWER_MARKER = re.compile(r"\n?#### *[^\n]*\s*$")
 MAX_STEPS = 2
+# The model's own answers (`--voice model`) are one sentence: 160 tokens leave room for a few.
+OWN_ANSWER_TOKENS = 160
 # Problems drawn from the generator per text wanted: enough that `size` short ones are found.
 DRAWS = 6
 
@@ -118,22 +120,21 @@ async def own_answers(
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Records {id, text} of the problems the model answers right without tools, each text the
-    problem and the model's answer as written; answered as the math eval's `no_tools` mode."""
+    problem and the model's answer as written: in the service's one-sentence style, greedy."""
+    from agent_server import numbers
     from agent_server.decoding import Sampling
-    from agent_server.evals import scoring
-    from agent_server.evals.math import MAX_NEW_TOKENS, attempt
     from agent_server.evals.runner import run_all
 
     async def one(problem: dict[str, Any]) -> dict[str, Any] | None:
-        answer = await attempt(
-            engine, problem["question"], [], Sampling(max_new_tokens=MAX_NEW_TOKENS)
+        final = await engine.run(
+            problem["question"],
+            strategy="toolformer",
+            tools=[],
+            sampling=Sampling(max_new_tokens=OWN_ANSWER_TOKENS),
         )
-        written = answer.text.strip()
-        if (
-            not written
-            or "\n" in written
-            or not scoring.same_number(answer.predicted, problem["answer"])
-        ):
+        written = final.text.strip()
+        predicted = numbers.last_number(final.value)
+        if not written or "\n" in written or not numbers.same_number(predicted, problem["answer"]):
             return None
         return {"id": problem["id"], "text": f"Question: {problem['question']}\nAnswer: {written}"}
 

@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_server import numbers
 from agent_server.calls import Call, parse, render
-from agent_server.evals import scoring
 from agent_server.evals.runner import Progress
 from agent_server.prompts import Prompt
 from agent_server.toolformer.filtering import Losses, weighted_loss, weights
@@ -225,13 +225,13 @@ async def _best_call(
 def stated(result: str, place: Place, within: int) -> bool:
     """Whether the text after a call at `place` states `result`, a number, as its first
     number, starting in the first `within` characters (0.2857 stated as 0.29 counts)."""
-    value = scoring.as_number(result)
-    first = scoring.first_number(place.text[_resume(place.text, place.offset)[1] :])
+    value = numbers.as_number(result)
+    first = numbers.first_number(place.text[_resume(place.text, place.offset)[1] :])
     return (
         value is not None
         and first is not None
         and first[0] < within
-        and scoring.written_as(value, first[1])
+        and numbers.written_as(value, first[1])
     )
 
 

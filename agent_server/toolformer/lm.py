@@ -29,7 +29,7 @@ from agent_server.backends import Backend
 from agent_server.backends.base import Logits, Session
 from agent_server.calls import Phase
 from agent_server.decoding import Sampling, TokenChooser
-from agent_server.engine import PrefixCache
+from agent_server.prefix_cache import PrefixCache
 
 
 @dataclass(frozen=True)

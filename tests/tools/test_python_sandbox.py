@@ -117,12 +117,19 @@ def test_it_is_a_tool_whose_example_works(sandbox: PythonSandbox) -> None:
     [
         ("print('hi')\n2**10", "hi\n1024"),
         ("x = 6\nx * 7", "42"),
-        ("x = 1", NO_OUTPUT),
+        ("x = 1\nx += 1", "x = 2"),  # a program that ends in an assignment shows its value
+        ("price = 0.75 / 3\ncost: float = price * 17", "cost = 4.25"),
+        ("print('total')\nresult = 6 * 7", "total\nresult = 42"),
+        ("x = [1]\nx[0] = 2", NO_OUTPUT),  # not one name
+        ("a, b = 1, 2", NO_OUTPUT),
+        ("x = 1\ndel x", NO_OUTPUT),
         ("print('π ≈', 3.14159)\nNone", "π ≈ 3.14159"),
         ("import sys\nprint('to stderr', file=sys.stderr)\n'ab' * 2", "to stderr\n'abab'"),
     ],
 )
-def test_output_then_the_last_expression(sandbox: PythonSandbox, code: str, expected: str) -> None:
+def test_output_then_the_last_expression_or_assignment(
+    sandbox: PythonSandbox, code: str, expected: str
+) -> None:
     assert run(sandbox, code) == expected
 
 

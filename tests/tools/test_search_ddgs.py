@@ -336,8 +336,14 @@ def test_cookies_and_get_params_reach_the_client() -> None:
         (
             DDGSException("ConnectError: Error('dns error')\nmore"),
             SearchError,
-            r"^request to html.duckduckgo.com failed: ConnectError: Error\('dns error'\)$",
+            r"^html.duckduckgo.com cannot be reached: its name does not resolve \(no network\?\)$",
         ),
+        (
+            DDGSException("error sending request > Connection refused (os error 111)"),
+            SearchError,
+            r"^html.duckduckgo.com cannot be reached: the connection failed \(no network\?\)$",
+        ),
+        (DDGSException("odd 502 thing"), SearchError, r"cannot be reached: DDGSException$"),
     ],
 )
 def test_ddgs_errors_are_wrapped_at_the_boundary(
