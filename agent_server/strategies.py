@@ -8,6 +8,9 @@ answer's value is read from what it wrote.
                 (`48/2 = <<48/2=24>>24` becomes `48/2 = [Calculator(48/2) → 24] 24`)
     program     program-aided (Gao et al., 2022): a short program in a fenced Python call, run in
                 the sandbox; the answer states what it printed (`calls`: the fenced form)
+    tir         tool-integrated reasoning (Gou et al., 2024; Qwen2.5-Math's format): reasoning in
+                sentences, with a program where something is to be computed, and the final
+                answer in `\boxed{}`
     cot         the model alone, as a user of llama.cpp or Ollama asks it: its chat template with
                 its own system prompt, "Please reason step by step, and put your final answer
                 within \\boxed{}", no tools. The baseline the others are measured against.
@@ -33,8 +36,8 @@ from agent_server.calls import Call, parse
 from agent_server.errors import BadRequest
 from agent_server.events import Check, ResultEvent
 
-StrategyName = Literal["toolformer", "calculator", "program", "cot"]
-StrategyChoice = Literal["auto", "toolformer", "calculator", "program", "cot"]
+StrategyName = Literal["toolformer", "calculator", "program", "tir", "cot"]
+StrategyChoice = Literal["auto", "toolformer", "calculator", "program", "tir", "cot"]
 Framing = Literal["few_shot", "chat"]
 PROGRAM_TOOL = "Python"
 
@@ -97,6 +100,22 @@ PROGRAM = Strategy(
     # would be made to write `[Python(` by the name constraint (seen on the tune set).
     inline=False,
 )
+TIR = Strategy(
+    name="tir",
+    summary="reasoning in sentences, with Python programs where something is to be computed",
+    # Qwen2.5-Math's own instruction for it, in the user's message, under the chat template's
+    # system prompt: on the tune set it beat a system prompt of ours (README).
+    system=None,
+    framing="chat",
+    examples=None,
+    tools=(PROGRAM_TOOL,),
+    max_new_tokens=768,
+    max_calls=3,
+    call_top_k=0,
+    fence=PROGRAM_TOOL,
+    inline=False,
+    question_template="strategies/tir.j2",
+)
 COT = Strategy(
     name="cot",
     summary="the model alone, reasoning step by step (the baseline)",
@@ -111,7 +130,9 @@ COT = Strategy(
     inline=False,  # the model alone: nothing it writes is a call
     question_template="strategies/cot.j2",
 )
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (TOOLFORMER, CALCULATOR, PROGRAM, COT)}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s for s in (TOOLFORMER, CALCULATOR, PROGRAM, TIR, COT)
+}
 AUTO = "auto"
 CHOICES: tuple[str, ...] = get_args(StrategyChoice)
 # The service's default (`Settings.strategy`, `Settings.samples`): see the README's evals for
@@ -172,7 +193,7 @@ def read_value(
     results spliced); never a number that only a tool's error message holds."""
     if strategy.name == "cot":
         reading = Reading(boxed(text) or numbers.last_number_text(text))
-    elif strategy.name == "program":
+    elif strategy.fence is not None:
         reading = _program_value(text, trace)
     else:
         reading = Reading(numbers.last_number_text(with_results(text, trace, strategy.fence)))

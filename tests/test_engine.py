@@ -209,7 +209,7 @@ def test_a_program_is_run_once_its_block_closes_and_the_answer_states_its_output
     calls = [e for e in events if isinstance(e, CallEvent)]
     assert [(c.tool, c.argument) for c in calls] == [("Python", "x = 2 + 3\nprint(x)")]
     prompt = backend.prompts[0]
-    assert "You solve problems by writing a Python program." in prompt
+    assert "Solve the problem by writing a Python program" in prompt
     assert prompt.endswith("<user>A farm has 2 cows and buys 3. How many?</user>\n<assistant>")
     assert "Echoes its input" not in prompt  # the strategy's tools only
 
@@ -303,3 +303,17 @@ def test_default_samples_apply_to_the_default_strategy_only(make_engine):
     backend.queue("Once.")
     final = run(engine, "2 + 2?", strategy="toolformer")
     assert final.votes == () and final.sample is None
+
+
+def test_tir_reasons_in_sentences_with_programs_and_boxes_its_answer(make_engine):
+    engine, backend = make_engine(
+        ["Half of 12 is 6.\n```python\nprint(42)\n```", "\nSo it is \\boxed{42}."],
+        tools=[PrintingPython()],
+    )
+    final = run(engine, "What is half of 12, times 7?", strategy="tir")
+    assert final.value == "42" and final.checks == () and final.trace[0].result == "42"
+    assert backend.prompts[0].endswith(
+        "<user>What is half of 12, times 7?\nPlease integrate natural language reasoning with "
+        "programs to solve the problem above, and put your final answer within \\boxed{}.</user>\n"
+        "<assistant>"
+    )
