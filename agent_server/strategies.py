@@ -130,9 +130,7 @@ COT = Strategy(
     inline=False,  # the model alone: nothing it writes is a call
     question_template="strategies/cot.j2",
 )
-STRATEGIES: dict[str, Strategy] = {
-    s.name: s for s in (TOOLFORMER, CALCULATOR, PROGRAM, TIR, COT)
-}
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (TOOLFORMER, CALCULATOR, PROGRAM, TIR, COT)}
 AUTO = "auto"
 CHOICES: tuple[str, ...] = get_args(StrategyChoice)
 # The service's default (`Settings.strategy`, `Settings.samples`): see the README's evals for
