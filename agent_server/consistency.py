@@ -12,64 +12,74 @@ model threads and llama.cpp decodes them in one batch. `merge` interleaves their
   mean, over those samples, of each one's mean token log-probability);
 - a sample without a value votes only when no sample has one;
 - the answer shown is the winning value's likeliest sample.
+
+An ensemble of strategies (`strategies.CONSENSUS`) votes the same way, except that a tie goes to
+the value of the strategy listed first, and its answer is shown: log-probabilities under
+different prompts do not compare.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
 
 from agent_server import numbers
 from agent_server.events import Event, FinalEvent, Vote
 
 
-@dataclass(frozen=True)
-class Sampled:
-    """One sample's final event and its tokens' mean log-probability."""
-
-    final: FinalEvent
-    mean_logprob: float
-
-
-def tally(samples: Sequence[Sampled]) -> tuple[int, tuple[Vote, ...]]:
-    """The winning sample's index and every value's vote, the winner's first."""
+def tally(samples: Sequence[FinalEvent], *, by_order: bool = False) -> tuple[int, tuple[Vote, ...]]:
+    """The winning sample's index and every value's vote, the winner's first; `by_order` breaks
+    ties by the samples' order, not their likelihood (an ensemble of strategies)."""
     if not samples:
         raise ValueError("no samples to vote on")
     groups: list[list[int]] = []
     for i, sample in enumerate(samples):
         for group in groups:
-            if _same_vote(samples[group[0]], sample):
+            if agree(samples[group[0]], sample):
                 group.append(i)
                 break
         else:
             groups.append([i])
-    with_value = [g for g in groups if samples[g[0]].final.value is not None]
+    with_value = [g for g in groups if samples[g[0]].value is not None]
     candidates = with_value or groups
 
+    def likelihood(group: list[int]) -> float:
+        return _mean([_logprob(samples[i]) for i in group])
+
     def strength(group: list[int]) -> tuple[int, float]:
-        return len(group), _mean([samples[i].mean_logprob for i in group])
+        return len(group), -group[0] if by_order else likelihood(group)
 
     ranked = sorted(candidates, key=strength, reverse=True)
     ranked += [g for g in groups if g not in ranked]
     votes = tuple(
         Vote(
-            value=samples[g[0]].final.value,
+            value=samples[g[0]].value,
             samples=tuple(g),
-            mean_logprob=round(strength(g)[1], 4),
+            strategies=tuple(samples[i].strategy for i in g),
+            mean_logprob=None if by_order else round(likelihood(g), 4),
         )
         for g in ranked
     )
-    winner = max(ranked[0], key=lambda i: samples[i].mean_logprob)
+    best = ranked[0]
+    winner = best[0] if by_order else max(best, key=lambda i: _logprob(samples[i]))
     return winner, votes
 
 
-def _same_vote(a: Sampled, b: Sampled) -> bool:
-    if a.final.value is None or b.final.value is None:
-        if a.final.value is not None or b.final.value is not None:
+def agree(a: FinalEvent, b: FinalEvent) -> bool:
+    """Whether two answers vote alike: the same number, or without numbers the same text."""
+    return _same_vote(a, b)
+
+
+def _logprob(final: FinalEvent) -> float:
+    return final.mean_logprob if final.mean_logprob is not None else float("-inf")
+
+
+def _same_vote(a: FinalEvent, b: FinalEvent) -> bool:
+    if a.value is None or b.value is None:
+        if a.value is not None or b.value is not None:
             return False
-        return _text_key(a.final.answer) == _text_key(b.final.answer)
-    x, y = numbers.last_number(a.final.value), numbers.last_number(b.final.value)
+        return _text_key(a.answer) == _text_key(b.answer)
+    x, y = numbers.last_number(a.value), numbers.last_number(b.value)
     return numbers.same_number(x, y)
 
 

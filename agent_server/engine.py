@@ -105,6 +105,7 @@ class Engine:
         self.prompts = {
             name: prompt if name == "toolformer" else Prompt.for_strategy(strategy, prompt)
             for name, strategy in strategies.STRATEGIES.items()
+            if not strategy.members  # an ensemble asks through its members' prompts
         }
         self.config = config or EngineConfig()
         self.prefixes = PrefixCache(backend)
@@ -163,10 +164,13 @@ class Engine:
         if chosen.tools is not None:
             available = {name: available[name] for name in chosen.tools}
         if samples is None:
-            # The default number of samples is for the default way of reasoning only.
-            samples = self.config.samples if strategy is None else 1
+            # The default number of samples is for the default way of reasoning only (an
+            # ensemble votes among its members instead).
+            samples = self.config.samples if strategy is None and not chosen.members else 1
         if not 1 <= samples <= strategies.MAX_SAMPLES:
             raise BadRequest(f"samples must be from 1 to {strategies.MAX_SAMPLES}")
+        if samples > 1 and chosen.members:
+            raise BadRequest(f"strategy {chosen.name!r} votes among its members: one sample")
         sampling = sampling or Sampling()
         if sampling.max_new_tokens is None:
             sampling = replace(sampling, max_new_tokens=chosen.max_new_tokens)
@@ -203,9 +207,14 @@ class Engine:
             tools=tools,
             max_calls=max_calls,
         )
-        prompt = self.prompts[plan.strategy.name]
-        rendered = prompt.render(self.backend, question, list(plan.tools.values()), history)
-        answer = self._sample(rendered, plan) if plan.samples > 1 else self._answer(rendered, plan)
+        if plan.strategy.members:
+            answer = self._consensus(question, plan, history)
+        else:
+            prompt = self.prompts[plan.strategy.name]
+            rendered = prompt.render(self.backend, question, list(plan.tools.values()), history)
+            answer = (
+                self._sample(rendered, plan) if plan.samples > 1 else self._answer(rendered, plan)
+            )
         async for event in answer:
             yield event
 
@@ -224,12 +233,15 @@ class Engine:
         async for event in self._answer(rendered, plan):
             yield event
 
-    async def _answer(self, rendered: Rendered, plan: Plan) -> AsyncGenerator[Event, None]:
+    async def _answer(
+        self, rendered: Rendered, plan: Plan, sample: int | None = None
+    ) -> AsyncGenerator[Event, None]:
         started = time.perf_counter()
         prompt_ids = self.backend.encode(rendered.text)
         session, logits = await self._prefill(rendered, prompt_ids)
         reading = _Reading(len(prompt_ids), started, time.perf_counter() - started)
-        async for event in self._decode(session, logits, rendered.stop, plan, reading):
+        events = self._decode(session, logits, rendered.stop, plan, reading, sample=sample)
+        async for event in events:
             yield event
 
     async def _prefill(self, rendered: Rendered, prompt_ids: list[int]) -> tuple[Session, Logits]:
@@ -256,26 +268,75 @@ class Engine:
             )
             for i, s in enumerate(sessions)
         ]
-        finals: dict[int, consistency.Sampled] = {}
-        async for index, event in consistency.merge(decodes):
+        finals: dict[int, FinalEvent] = {}
+        async for event in self._gathered(decodes, finals):
+            yield event
+        async for event in self._voted([finals[i] for i in range(plan.samples)], reading, plan):
+            yield event
+
+    async def _consensus(
+        self, question: str, plan: Plan, history: Sequence[tuple[str, str]]
+    ) -> AsyncGenerator[Event, None]:
+        """The ensemble's members answer side by side; the tiebreakers only if they disagree."""
+        started = time.perf_counter()
+        names = [*plan.strategy.members, *plan.strategy.tiebreakers]
+        tools = list(plan.tools)
+        plans = [
+            self.plan(question, strategy=n, sampling=plan.sampling, tools=tools) for n in names
+        ]
+        finals: dict[int, FinalEvent] = {}
+        first = len(plan.strategy.members)
+        for members in (range(first), range(first, len(names))):
+            answers = [self._member(question, plans[i], history, i) for i in members]
+            async for event in self._gathered(answers, finals, offset=members.start):
+                yield event
+            values = [finals[i] for i in range(len(finals))]
+            if all(consistency.agree(values[0], v) for v in values[1:]):
+                break  # the first members agree: no need to ask the others
+        ordered = [finals[i] for i in range(len(finals))]
+        prompt_tokens = sum(f.usage.prompt_tokens for f in ordered)
+        reading = _Reading(prompt_tokens, started, max(f.timings.prefill_s for f in ordered))
+        async for event in self._voted(ordered, reading, plan, by_order=True):
+            yield event
+
+    def _member(
+        self, question: str, plan: Plan, history: Sequence[tuple[str, str]], index: int
+    ) -> AsyncGenerator[Event, None]:
+        prompt = self.prompts[plan.strategy.name]
+        rendered = prompt.render(self.backend, question, list(plan.tools.values()), history)
+        return self._answer(rendered, plan, sample=index)
+
+    async def _gathered(
+        self,
+        answers: Sequence[AsyncGenerator[Event, None]],
+        finals: dict[int, FinalEvent],
+        offset: int = 0,
+    ) -> AsyncGenerator[Event, None]:
+        """The answers' events as they come (their finals kept in `finals`, by sample)."""
+        async for index, event in consistency.merge(answers):
             if isinstance(event, FinalEvent):
-                finals[index] = consistency.Sampled(event, event_logprob(event))
+                finals[offset + index] = event
             else:
                 yield event
-        ordered = [finals[i] for i in range(plan.samples)]
-        winner, votes = consistency.tally(ordered)
-        best = ordered[winner].final
-        total_s = time.perf_counter() - started
+
+    async def _voted(
+        self, finals: list[FinalEvent], reading: _Reading, plan: Plan, *, by_order: bool = False
+    ) -> AsyncGenerator[Event, None]:
+        """The winning answer, as the reader's answer and as the final event with every vote."""
+        winner, votes = consistency.tally(finals, by_order=by_order)
+        best = finals[winner]
+        total_s = time.perf_counter() - reading.started
         if best.answer:
             yield AnswerEvent(best.answer)
         yield replace(
             best,
+            strategy=plan.strategy.name,
             votes=votes,
             sample=winner,
             usage=Usage(
-                len(prompt_ids),
-                sum(s.final.usage.completion_tokens for s in ordered),
-                sum(s.final.usage.spliced_tokens for s in ordered),
+                reading.prompt_tokens,
+                sum(f.usage.completion_tokens for f in finals),
+                sum(f.usage.spliced_tokens for f in finals),
             ),
             timings=Timings(
                 reading.prefill_s,
@@ -450,10 +511,6 @@ class Engine:
             outcome.duration_s,
             sample,
         )
-
-
-def event_logprob(final: FinalEvent) -> float:
-    return final.mean_logprob if final.mean_logprob is not None else float("-inf")
 
 
 def _logprob(logits: Logits, token: int) -> float:

@@ -84,7 +84,10 @@ class Vote:
 
     value: str | None  # as the first sample that gave it wrote it; None: no value
     samples: tuple[int, ...]
-    mean_logprob: float  # the mean, over those samples, of their tokens' mean log-probability
+    strategies: tuple[str, ...]  # each of those samples' strategy
+    # The mean, over those samples, of their tokens' mean log-probability; None for an ensemble
+    # of strategies, whose prompts differ.
+    mean_logprob: float | None
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from agent_server.strategies import MAX_SAMPLES, StrategyChoice
 from tools.retrieval import Hit
 
 STRATEGY_HELP = (
-    "how to reason (toolformer mode): auto (a program for a question with numbers, else "
-    "sentences), toolformer (sentences, tools inline), calculator (steps with Calculator calls), "
-    "program (a Python program), cot (the model alone); default: the service's"
+    "how to reason (toolformer mode): auto (consensus for a question with numbers, else "
+    "toolformer), toolformer (sentences, tools inline), calculator (steps with Calculator "
+    "calls), program (a Python program), tir (reasoning with programs), cot (the model alone), "
+    "consensus (tir and program, and cot if they disagree: the majority); default: the service's"
 )
 SAMPLES_HELP = (
     "answers to sample and vote on (self-consistency); default: the service's for its default "
@@ -119,7 +120,8 @@ class CheckItem(BaseModel):
 class VoteItem(BaseModel):
     value: str | None
     samples: list[int] = Field(description="the samples that gave it; the first vote won")
-    mean_logprob: float
+    strategies: list[str] = Field(description="each of those samples' strategy")
+    mean_logprob: float | None = Field(description="None for an ensemble of strategies")
 
 
 class AskResponse(BaseModel):
@@ -160,7 +162,12 @@ class AskResponse(BaseModel):
                 CheckItem(kind=c.kind, stated=c.stated, computed=c.computed) for c in final.checks
             ],
             votes=[
-                VoteItem(value=v.value, samples=list(v.samples), mean_logprob=v.mean_logprob)
+                VoteItem(
+                    value=v.value,
+                    samples=list(v.samples),
+                    strategies=list(v.strategies),
+                    mean_logprob=v.mean_logprob,
+                )
                 for v in final.votes
             ],
         )

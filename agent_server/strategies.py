@@ -14,6 +14,10 @@ answer's value is read from what it wrote.
     cot         the model alone, as a user of llama.cpp or Ollama asks it: its chat template with
                 its own system prompt, "Please reason step by step, and put your final answer
                 within \\boxed{}", no tools. The baseline the others are measured against.
+    consensus   three of them vote (Liu et al., 2023's mixture of reasoning methods, stopped
+                early as in Aggarwal et al., 2023): tir and program answer side by side; when
+                their values agree that is the answer, else cot answers too and the majority
+                wins (with none, tir's value)
     auto        program for a question that holds a number, else toolformer (`route`)
 
 Self-consistency (several samples and a vote) applies to any of them: `consistency`.
@@ -36,8 +40,8 @@ from agent_server.calls import Call, parse
 from agent_server.errors import BadRequest
 from agent_server.events import Check, ResultEvent
 
-StrategyName = Literal["toolformer", "calculator", "program", "tir", "cot"]
-StrategyChoice = Literal["auto", "toolformer", "calculator", "program", "tir", "cot"]
+StrategyName = Literal["toolformer", "calculator", "program", "tir", "cot", "consensus"]
+StrategyChoice = Literal["auto", "toolformer", "calculator", "program", "tir", "cot", "consensus"]
 Framing = Literal["few_shot", "chat"]
 PROGRAM_TOOL = "Python"
 
@@ -60,6 +64,10 @@ class Strategy:
     fence: str | None = None  # the tool a fenced code block calls (`calls.CallScanner`)
     inline: bool = True  # whether `[Name(…)]` is a call (else `[` is text: LaTeX's `\[` …)
     question_template: str | None = None  # the user's message, when the question is wrapped
+    # An ensemble: the strategies that answer side by side, then those asked only when the
+    # first disagree; the majority of their values wins, a tie the earliest (`consistency`).
+    members: tuple[StrategyName, ...] = ()
+    tiebreakers: tuple[StrategyName, ...] = ()
 
 
 TOOLFORMER = Strategy(
@@ -130,7 +138,23 @@ COT = Strategy(
     inline=False,  # the model alone: nothing it writes is a call
     question_template="strategies/cot.j2",
 )
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (TOOLFORMER, CALCULATOR, PROGRAM, TIR, COT)}
+CONSENSUS = Strategy(
+    name="consensus",
+    summary="tir and program answer side by side; if they disagree, cot too; the majority wins",
+    system=None,
+    framing="chat",
+    examples=None,
+    tools=(PROGRAM_TOOL,),  # its members' tools
+    max_new_tokens=COT.max_new_tokens,  # the longest member's
+    max_calls=None,
+    call_top_k=0,
+    inline=False,
+    members=("tir", "program"),
+    tiebreakers=("cot",),
+)
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s for s in (TOOLFORMER, CALCULATOR, PROGRAM, TIR, COT, CONSENSUS)
+}
 AUTO = "auto"
 CHOICES: tuple[str, ...] = get_args(StrategyChoice)
 # The service's default (`Settings.strategy`, `Settings.samples`): see the README's evals for

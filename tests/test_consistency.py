@@ -6,18 +6,22 @@ import asyncio
 
 import pytest
 
-from agent_server.consistency import Sampled, merge, tally
+from agent_server.consistency import merge, tally
 from agent_server.events import FinalEvent, TokenEvent, Vote
 
 
-def sample(value: str | None, logprob: float, answer: str = "") -> Sampled:
-    return Sampled(FinalEvent(answer=answer or str(value), text="", value=value), logprob)
+def sample(value: str | None, logprob: float | None, answer: str = "", strategy: str = "tir"):
+    text = answer or str(value)
+    return FinalEvent(text, text, value=value, mean_logprob=logprob, strategy=strategy)
 
 
 def test_the_most_common_value_wins_numbers_within_tolerance_counting_as_one() -> None:
     samples = [sample("5", -0.3), sample("6", -0.1), sample("5.00001", -0.2), sample("5.0", -0.4)]
     winner, votes = tally(samples)
-    assert votes == (Vote("5", (0, 2, 3), -0.3), Vote("6", (1,), -0.1))
+    assert votes == (
+        Vote("5", (0, 2, 3), ("tir",) * 3, -0.3),
+        Vote("6", (1,), ("tir",), -0.1),
+    )
     assert winner == 2  # the likeliest sample of the winning value
 
 
@@ -40,6 +44,17 @@ def test_samples_without_a_value_vote_only_when_none_has_one() -> None:
         ]
     )
     assert votes[0].samples == (0, 1) and winner == 1
+
+
+def test_an_ensemble_breaks_ties_by_its_order_of_strategies() -> None:
+    members = [sample("7", None, strategy="tir"), sample("8", None, strategy="program")]
+    assert tally(members, by_order=True) == (
+        0,
+        (Vote("7", (0,), ("tir",), None), Vote("8", (1,), ("program",), None)),
+    )
+    members.append(sample("8.0", None, strategy="cot"))
+    winner, votes = tally(members, by_order=True)
+    assert winner == 1 and votes[0] == Vote("8", (1, 2), ("program", "cot"), None)
 
 
 def test_no_samples_is_an_error() -> None:

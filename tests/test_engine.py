@@ -10,7 +10,7 @@ from doubles import BrokenTool, EchoTool, PrintingPython, RefusingTool, SlowTool
 from agent_server.decoding import Sampling
 from agent_server.engine import EngineConfig
 from agent_server.errors import BadRequest
-from agent_server.events import CallEvent, FinalEvent, ResultEvent, TokenEvent
+from agent_server.events import AnswerEvent, CallEvent, FinalEvent, ResultEvent, TokenEvent
 from tools.calculator import Calculator
 
 
@@ -317,3 +317,43 @@ def test_tir_reasons_in_sentences_with_programs_and_boxes_its_answer(make_engine
         "programs to solve the problem above, and put your final answer within \\boxed{}.</user>\n"
         "<assistant>"
     )
+
+
+def test_consensus_stops_when_its_first_members_agree(make_engine):
+    python = PrintingPython()
+    engine, backend = make_engine(
+        ["Twice 21.\n```python\nprint(42)\n```", "\nSo \\boxed{42}."],  # tir
+        ["```python\nprint(42.0)\n```", "\nIt is 42."],  # program
+        tools=[python],
+    )
+    events = collect(engine, "What is twice 21?", strategy="consensus")
+    final = events[-1]
+    assert len(backend.prompts) == 2  # cot was never asked
+    assert "integrate natural language reasoning" in backend.prompts[0]
+    assert "Write only the program" in backend.prompts[1]
+    assert final.strategy == "consensus" and final.value == "42" and final.sample == 0
+    assert [(v.value, v.samples, v.strategies) for v in final.votes] == [
+        ("42", (0, 1), ("tir", "program"))
+    ]
+    said = [e.text for e in events if isinstance(e, AnswerEvent)]
+    assert said == [final.answer] == ["Twice 21.\n\nSo \\boxed{42}."]
+
+
+def test_consensus_asks_cot_when_they_disagree_and_takes_the_majority(make_engine):
+    engine, backend = make_engine(
+        ["```python\nprint(40)\n```", "\nSo \\boxed{40}."],  # tir
+        ["```python\nprint(42)\n```", "\nIt is 42."],  # program
+        "21 * 2 = 42, so \\boxed{42}.",  # cot
+        tools=[PrintingPython()],
+    )
+    final = run(engine, "What is twice 21?", strategy="consensus")
+    assert len(backend.prompts) == 3 and "step by step" in backend.prompts[2]
+    assert final.value == "42" and final.sample == 1 and final.answer == "It is 42."
+    assert [v.samples for v in final.votes] == [(1, 2), (0,)]
+    assert final.trace[0].sample == 1
+
+
+def test_consensus_takes_one_sample(make_engine):
+    engine, _ = make_engine("x", tools=[PrintingPython()])
+    with pytest.raises(BadRequest, match="votes among its members: one sample"):
+        run(engine, strategy="consensus", samples=3)

@@ -138,7 +138,12 @@ def item_record(
     gold = float(question["answer"])
     predicted = numbers.last_number(final.value)
     votes = [
-        {"value": v.value, "samples": list(v.samples), "mean_logprob": v.mean_logprob}
+        {
+            "value": v.value,
+            "samples": list(v.samples),
+            "strategies": list(v.strategies),
+            "mean_logprob": v.mean_logprob,
+        }
         for v in final.votes
     ]
     sampled = [numbers.last_number(v.value) for v in final.votes for _ in v.samples]
