@@ -386,7 +386,9 @@ def render(name: str, args: str, result: str | None = None, *, fenced: bool = Fa
 def splice_text(result: str, *, fenced: bool = False) -> str:
     """What the engine appends after a call's closing `)` (fenced: after its closing fence)."""
     if fenced:
-        return f"{OUTPUT_OPENER}{safe_output(result)}{_FENCE_CLOSE}"
+        # The line break after the closing fence is the engine's: left to the model, a closing
+        # "```" token was seen continued by a fourth backtick.
+        return f"{OUTPUT_OPENER}{safe_output(result)}{_FENCE_CLOSE}\n"
     return f" {ARROW} {safe_result(result)}]"
 
 

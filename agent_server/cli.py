@@ -244,6 +244,11 @@ def _add_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         )
         sub.add_argument("--out", type=Path, default=Path("build/eval"), help="output folder")
     math_eval.add_argument("--seed", type=int, default=0, help="the first sample's seed")
+    math_eval.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the items a stopped run with the same settings wrote to --out; answer the rest",
+    )
     qa_eval.add_argument("--corpus", type=Path, required=True, help="{doc_id,title,text} JSONL")
 
 
@@ -255,7 +260,7 @@ async def _eval(settings: Settings, args: argparse.Namespace, command: str) -> i
     common = {"limit": args.limit, "workers": args.workers, "modes": modes}
     common["max_new_tokens"] = args.max_new_tokens
     if args.eval == "math":
-        config = evals_math.MathConfig(**common, seed=args.seed)
+        config = evals_math.MathConfig(**common, seed=args.seed, resume=args.resume)
         written, table = await evals_math.run(settings, args.data, config, args.out, command)
     else:
         qa_config = evals_qa.QAConfig(**common)

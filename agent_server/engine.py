@@ -84,7 +84,8 @@ class Plan:
 
     @property
     def inline(self) -> bool:
-        return self.strategy.inline
+        # With no tool enabled there is nothing to call: `[` is text, not a call to refuse.
+        return self.strategy.inline and bool(self.tools)
 
 
 class Engine:

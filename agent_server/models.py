@@ -67,7 +67,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         ),
     )
 }
-DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ answer's value is read from what it wrote.
                 early as in Aggarwal et al., 2023): tir and program answer side by side; when
                 their values agree that is the answer, else cot answers too and the majority
                 wins (with none, tir's value)
-    auto        program for a question that holds a number, else toolformer (`route`)
+    auto        consensus for a question that holds a number, else toolformer (`route`)
 
 Self-consistency (several samples and a vote) applies to any of them: `consistency`.
 
@@ -173,10 +173,10 @@ _NUMBER_WORDS = re.compile(
 
 
 def route(question: str, available: Sequence[str]) -> Strategy:
-    """`auto`'s choice: a program for a question that holds a number (when Python is enabled),
+    """`auto`'s choice: consensus for a question that holds a number (when Python is enabled),
     else toolformer, whose few-shot prompt answers a factual question in a sentence."""
     if PROGRAM_TOOL in available and holds_number(question):
-        return PROGRAM
+        return CONSENSUS
     return TOOLFORMER
 
 
@@ -214,7 +214,7 @@ def read_value(
     """The value of an answer to `question` written under `strategy` (`text` as generated,
     results spliced); never a number that only a tool's error message holds."""
     if strategy.name == "cot":
-        reading = Reading(boxed(text) or numbers.last_number_text(text))
+        reading = Reading(stated(text))
     elif strategy.fence is not None:
         reading = _program_value(text, trace)
     else:
@@ -237,8 +237,20 @@ def _not_from_an_error(reading: Reading, trace: Sequence[ResultEvent], question:
     return reading
 
 
+def stated(text: str) -> str | None:
+    r"""The number an answer states: the one in its last `\boxed{…}` when it has one (None when
+    that holds no number, as `\boxed{\text{Saturday}}`), else its last number."""
+    content = boxed_content(text)
+    return numbers.last_number_text(text if content is None else content)
+
+
 def boxed(text: str) -> str | None:
     r"""The number in the last `\boxed{…}` of `text` (braces may nest), or None."""
+    return numbers.last_number_text(boxed_content(text) or "")
+
+
+def boxed_content(text: str) -> str | None:
+    r"""What the last closed `\boxed{…}` of `text` holds (braces may nest), or None."""
     at = text.rfind("\\boxed{")
     if at < 0:
         return None
@@ -246,7 +258,7 @@ def boxed(text: str) -> str | None:
     for i in range(start, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if depth == 0:
-            return numbers.last_number_text(text[start:i])
+            return text[start:i]
     return None
 
 
@@ -274,12 +286,12 @@ def _program_value(text: str, trace: Sequence[ResultEvent]) -> Reading:
     segments = parse(text, PROGRAM_TOOL, inline=False)
     last_call = max((i for i, s in enumerate(segments) if isinstance(s, Call)), default=-1)
     closing = "".join(s for s in segments[last_call + 1 :] if isinstance(s, str))
-    stated = boxed(closing) or numbers.last_number_text(closing)
+    said = stated(closing)
     if printed is None:
-        return Reading(stated)
-    if stated is None or _states(closing, printed):
+        return Reading(said)
+    if said is None or _states(closing, printed):
         return Reading(printed)
-    return Reading(printed, (Check("stated_answer_differs", stated, printed),))
+    return Reading(printed, (Check("stated_answer_differs", said, printed),))
 
 
 def _states(text: str, printed: str) -> bool:

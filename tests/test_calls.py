@@ -600,7 +600,7 @@ def test_a_fenced_python_block_is_a_call_of_the_fence_tool() -> None:
 
 
 def test_a_fenced_call_with_its_output_block_has_that_result() -> None:
-    text = render("Python", PROGRAM, "3\n4", fenced=True) + "\nThe answer is 4."
+    text = render("Python", PROGRAM, "3\n4", fenced=True) + "The answer is 4."
     call = parse(text, "Python")[0]
     assert call == Call("Python", PROGRAM, "3\n4", 0, text.index("\nThe answer"), fenced=True)
     assert strip_calls(text, "Python") == "The answer is 4."
@@ -652,8 +652,9 @@ def test_the_stream_pauses_at_the_closing_fence_and_takes_the_splice() -> None:
 
 def test_an_output_that_holds_a_fence_cannot_end_its_block() -> None:
     text = render("Python", "print('```')", "```\nmore", fenced=True)
-    (call,) = parse(text, "Python")
+    (call, after) = parse(text, "Python")
     assert isinstance(call, Call) and call.result == "` ` `\nmore"
+    assert after == "\n"  # the line break the splice ends with, text
 
 
 fenced_calls = st.builds(

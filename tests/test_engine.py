@@ -197,7 +197,7 @@ def test_streaming_takes_history_too(make_engine):
 def test_a_program_is_run_once_its_block_closes_and_the_answer_states_its_output(make_engine):
     python = PrintingPython()
     engine, backend = make_engine(
-        ["Let me compute.\n```python\nx = 2 + 3\nprint(x)\n```", "\nThe farm has x = 5 cows."],
+        ["Let me compute.\n```python\nx = 2 + 3\nprint(x)\n```", "The farm has x = 5 cows."],
         tools=[EchoTool(), python],
     )
     events = collect(engine, "A farm has 2 cows and buys 3. How many?", strategy="program")
@@ -216,7 +216,7 @@ def test_a_program_is_run_once_its_block_closes_and_the_answer_states_its_output
 
 def test_a_program_whose_stated_answer_differs_is_caught(make_engine):
     engine, _ = make_engine(
-        ["```python\nprint(7)\n```", "\nSo the answer is 8."], tools=[PrintingPython()]
+        ["```python\nprint(7)\n```", "So the answer is 8."], tools=[PrintingPython()]
     )
     final = run(engine, "3 + 4?", strategy="program")
     assert final.value == "7"
@@ -228,7 +228,7 @@ def test_a_program_whose_stated_answer_differs_is_caught(make_engine):
 def test_a_failed_program_is_read_by_the_model_which_repairs_it(make_engine):
     python = PrintingPython()
     engine, _ = make_engine(
-        ["```python\nanswer\n```", "\n```python\nprint(12)\n```", "\nIt is 12."], tools=[python]
+        ["```python\nanswer\n```", "```python\nprint(12)\n```", "It is 12."], tools=[python]
     )
     final = run(engine, "q", strategy="program")
     assert [(r.result, r.error is not None) for r in final.trace] == [(None, True), ("12", False)]
@@ -273,9 +273,9 @@ def test_a_strategy_that_names_tools_refuses_others(make_engine):
 
 def test_samples_fork_the_read_prompt_and_vote(make_engine):
     replies = [
-        ["```python\nprint(5)\n```", "\nIt is 5."],
-        ["```python\nprint(6)\n```", "\nIt is 6."],
-        ["```python\nprint(5.0)\n```", "\nIt is 5."],
+        ["```python\nprint(5)\n```", "It is 5."],
+        ["```python\nprint(6)\n```", "It is 6."],
+        ["```python\nprint(5.0)\n```", "It is 5."],
     ]
     engine, backend = make_engine(*replies, tools=[PrintingPython()])
     events = collect(engine, "2 + 3?", strategy="program", samples=3, sampling=Sampling(seed=4))
@@ -307,7 +307,7 @@ def test_default_samples_apply_to_the_default_strategy_only(make_engine):
 
 def test_tir_reasons_in_sentences_with_programs_and_boxes_its_answer(make_engine):
     engine, backend = make_engine(
-        ["Half of 12 is 6.\n```python\nprint(42)\n```", "\nSo it is \\boxed{42}."],
+        ["Half of 12 is 6.\n```python\nprint(42)\n```", "So it is \\boxed{42}."],
         tools=[PrintingPython()],
     )
     final = run(engine, "What is half of 12, times 7?", strategy="tir")
@@ -322,8 +322,8 @@ def test_tir_reasons_in_sentences_with_programs_and_boxes_its_answer(make_engine
 def test_consensus_stops_when_its_first_members_agree(make_engine):
     python = PrintingPython()
     engine, backend = make_engine(
-        ["Twice 21.\n```python\nprint(42)\n```", "\nSo \\boxed{42}."],  # tir
-        ["```python\nprint(42.0)\n```", "\nIt is 42."],  # program
+        ["Twice 21.\n```python\nprint(42)\n```", "So \\boxed{42}."],  # tir
+        ["```python\nprint(42.0)\n```", "It is 42."],  # program
         tools=[python],
     )
     events = collect(engine, "What is twice 21?", strategy="consensus")
@@ -341,8 +341,8 @@ def test_consensus_stops_when_its_first_members_agree(make_engine):
 
 def test_consensus_asks_cot_when_they_disagree_and_takes_the_majority(make_engine):
     engine, backend = make_engine(
-        ["```python\nprint(40)\n```", "\nSo \\boxed{40}."],  # tir
-        ["```python\nprint(42)\n```", "\nIt is 42."],  # program
+        ["```python\nprint(40)\n```", "So \\boxed{40}."],  # tir
+        ["```python\nprint(42)\n```", "It is 42."],  # program
         "21 * 2 = 42, so \\boxed{42}.",  # cot
         tools=[PrintingPython()],
     )

@@ -15,7 +15,7 @@ from agent_server.errors import BadRequest, ConfigError
 from agent_server.evals import math as math_eval
 from agent_server.evals import qa as qa_eval
 from agent_server.evals import report
-from agent_server.evals.runner import Progress, read_jsonl, run_all
+from agent_server.evals.runner import Journal, Progress, read_jsonl, run_all
 from agent_server.runtime import build_webgpt
 from agent_server.settings import Settings
 from tools.calculator import Calculator
@@ -116,6 +116,39 @@ def test_a_k_mode_samples_in_one_answer_and_votes(make_engine):
     ]
     assert [v["samples"] for v in items[0]["votes"]] == [[0, 2], [1]]
     assert math_eval.summarise(items)["cot@k3"]["sample_accuracy"] == 0.5
+
+
+def test_a_stopped_run_resumes_from_its_journal_asking_only_what_is_missing(make_engine, tmp_path):
+    path = tmp_path / "math.items.jsonl"
+    header = {"model": "m", "data": "d.jsonl", "seed": 0}
+    config = math_eval.MathConfig(modes=("cot",))
+    engine, _ = make_engine(r"\boxed{5}")
+    journal = Journal(path, header, resume=False, commit="a" * 40)
+    asyncio.run(math_eval.evaluate(engine, MATH[:1], config, progress=False, journal=journal))
+    journal.close()
+    with path.open("a") as handle:
+        handle.write('{"id": "q2", "mo')  # the run stopped while writing
+
+    engine, backend = make_engine(r"\boxed{8}")
+    journal = Journal(path, header, resume=True, commit="b" * 40)
+    items = asyncio.run(math_eval.evaluate(engine, MATH, config, progress=False, journal=journal))
+    journal.close()
+    assert [(i["id"], i["predicted"], "commit" in i) for i in items] == [
+        ("q1", 5, False),
+        ("q2", 8, False),
+    ]
+    assert len(backend.prompts) == 1  # q1 was not asked again
+    assert journal.commits() == ["a" * 40, "b" * 40]
+    again = Journal(path, header, resume=True, commit="b" * 40)
+    again.close()
+    assert [(k, i["commit"][0]) for k, i in again.resumed.items()] == [
+        (("cot", "q1"), "a"),
+        (("cot", "q2"), "b"),
+    ]
+    with pytest.raises(ConfigError, match="other seed: run without --resume"):
+        Journal(path, {**header, "seed": 1}, resume=True, commit="c" * 40)
+    Journal(path, header, resume=False, commit="c" * 40).close()  # starts again
+    assert path.read_text().splitlines() == [json.dumps({"journal": header})]
 
 
 @pytest.mark.parametrize(

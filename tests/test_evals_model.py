@@ -45,36 +45,56 @@ def nearest_rank_p95(values: list[float]) -> float:
     return sorted(values)[math.ceil(0.95 * len(values)) - 1]
 
 
+def mcnemar_p(gained: int, lost: int) -> float:
+    n = gained + lost
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n if n else 0.5
+    return min(1.0, 2 * tail)
+
+
 def test_eval_math_and_qa_write_results_whose_summary_is_their_items(tmp_path, monkeypatch):
     out = tmp_path / "out"
+    modes = ["cot", "calculator", "program@k2", "consensus"]
     done = run_eval("math", "--data", str(DATA / "math_svamp_dev.jsonl"), "--limit", "2",
-                    "--out", str(out))  # fmt: skip
+                    "--modes", ",".join(modes), "--out", str(out))  # fmt: skip
     result = json.loads((out / "math.json").read_text())
-    assert result["eval"] == "math" and result["model"] == "qwen2.5-coder-0.5b"
+    assert result["eval"] == "math" and result["model"] == "qwen2.5-coder-1.5b"
     assert result["settings"]["limit"] == 2 and result["command"].startswith("agent-server eval")
     assert len(result["commit"]) == 40 or result["commit"] == "unknown"
     items = by_mode(result)
-    assert list(items) == ["tools", "no_tools"] == list(result["summary"])
+    assert list(items) == modes == list(result["summary"])
+    cot = {r["id"]: r["correct"] for r in items["cot"]}
     for mode, rows in items.items():
         summary = result["summary"][mode]
         assert [r["id"] for r in rows] == ["chal-478", "chal-809"]
         assert summary["n"] == 2
         assert summary["accuracy"] == sum(r["correct"] for r in rows) / 2
+        gained = sum(r["correct"] and not cot[r["id"]] for r in rows)
+        lost = sum(cot[r["id"]] and not r["correct"] for r in rows)
+        assert summary["p_vs_cot"] == (None if mode == "cot" else mcnemar_p(gained, lost))
         assert summary["call_rate"] == sum(r["calls"] > 0 for r in rows) / 2
         calls = sum(r["calls"] for r in rows)
         expected = sum(r["well_formed"] for r in rows) / calls if calls else None
         assert summary["well_formed_rate"] == expected
-        latencies = [r["latency_s"] for r in rows]
-        assert summary["mean_latency_s"] == pytest.approx(sum(latencies) / 2)
+        latencies = sorted(r["latency_s"] for r in rows)
+        assert summary["median_latency_s"] == latencies[0]  # nearest rank of two
         assert summary["p95_latency_s"] == nearest_rank_p95(latencies)
+        assert summary["mean_tokens"] == sum(r["tokens"] for r in rows) / 2
+        voted = sum(r["samples"] for r in rows)
+        assert summary["sample_accuracy"] == sum(r["samples_correct"] for r in rows) / voted
         for row in rows:
+            assert row["strategy"] == mode.split("@")[0]
             assert row["correct"] == (
                 row["predicted"] is not None and abs(row["predicted"] - row["gold"]) < 1e-6
             )
-    assert all(r["calls"] == 0 for r in items["no_tools"])
-    assert "| tools | 2 |" in done.stdout and str(out / "math.png") in done.stdout
+    assert all(r["calls"] == 0 for r in items["cot"])
+    assert all(len(r["votes"]) >= 1 and r["samples"] == 2 for r in items["program@k2"])
+    for row in items["consensus"]:  # its members, and cot only when they disagreed
+        voters = sorted(s for v in row["votes"] for s in v["strategies"])
+        agreed = len(row["votes"]) == 1
+        assert voters == (["program", "tir"] if agreed else ["cot", "program", "tir"])
+    assert "| cot | 2 |" in done.stdout and str(out / "math.png") in done.stdout
     assert (out / "math.png").read_bytes().startswith(PNG)
-    assert (out / "math.md").read_text().count("\n| ") == 3  # header and two modes
+    assert (out / "math.md").read_text().count("\n| ") == 1 + len(modes)  # header and modes
 
     questions = [
         json.loads(line)

@@ -306,12 +306,18 @@ def test_a_body_that_is_not_json_is_400_in_openai_shape(http):
 
 
 def test_server_tools_can_be_chosen_with_the_agent_extension(oai, backend):
-    backend.queue(CALL_REPLY)
+    backend.queue(CALL_REPLY, CALL_REPLY)
     completion = oai.chat.completions.create(
-        model="scripted", messages=_ask(), extra_body={"agent": {"tools": [], "max_calls": 0}}
+        model="scripted", messages=_ask(), extra_body={"agent": {"tools": ["Echo"], "max_calls": 0}}
     )
-    # No tools allowed: the model's call is answered with an error it can read.
+    # No calls allowed: the model's call is answered with an error it can read.
     assert completion.model_extra["agent"]["trace"][0]["error"].startswith("call limit reached")
+    completion = oai.chat.completions.create(
+        model="scripted", messages=_ask(), extra_body={"agent": {"tools": []}}
+    )
+    # No tools at all: there is nothing to call, and the brackets are the model's text.
+    assert completion.model_extra["agent"]["trace"] == []
+    assert completion.choices[0].message.content == 'It is [Echo("olleh")'
 
 
 def test_stop_strings_and_max_tokens_reach_the_engine(oai, backend):

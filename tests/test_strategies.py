@@ -8,7 +8,7 @@ import pytest
 from agent_server import strategies
 from agent_server.errors import BadRequest
 from agent_server.events import Check, ResultEvent
-from agent_server.strategies import boxed, read_value, resolve, route, with_results
+from agent_server.strategies import boxed, read_value, resolve, route, stated, with_results
 
 ALL = ["Calculator", "Python", "Search"]
 
@@ -20,14 +20,14 @@ def result(tool: str, argument: str, value: str | None, error: str | None = None
 @pytest.mark.parametrize(
     ("question", "expected"),
     [
-        ("How many days are between 3 March 2025 and 19 November 2025?", "program"),
-        ("A shop sells pencils at three for 75 cents. How much are 17?", "program"),
-        ("What is half of a dozen?", "program"),
+        ("How many days are between 3 March 2025 and 19 November 2025?", "consensus"),
+        ("A shop sells pencils at three for 75 cents. How much are 17?", "consensus"),
+        ("What is half of a dozen?", "consensus"),
         ("Who wrote Pride and Prejudice?", "toolformer"),
         ("What is the capital of Poland?", "toolformer"),
     ],
 )
-def test_auto_writes_a_program_for_a_question_with_a_number(question: str, expected: str) -> None:
+def test_auto_reasons_by_consensus_on_a_number(question: str, expected: str) -> None:
     assert route(question, ALL).name == expected
 
 
@@ -48,6 +48,10 @@ def test_boxed_reads_the_last_box_and_nested_braces() -> None:
     assert boxed(r"\boxed{1,234}.") == "1,234"
     assert boxed("no box: 5") is None
     assert boxed(r"\boxed{unclosed 3") is None
+    # A box that holds no number means the answer is not one: never the question's year.
+    assert stated(r"1 January 2000 was a \boxed{\text{Saturday}}.") is None
+    assert stated(r"1 January 2000 was a Saturday.") == "2000"
+    assert stated(r"So \boxed{1,234}, not 5.") == "1,234"
 
 
 def test_cot_value_is_the_boxed_number_else_the_last() -> None:
@@ -100,6 +104,15 @@ def test_without_a_program_that_ran_the_stated_number_is_the_value() -> None:
     trace = [result("Python", "print(1/0)", None, "ZeroDivisionError: division by zero")]
     assert read_value(strategies.PROGRAM, text, trace).value == "4"
     assert read_value(strategies.PROGRAM, "Just 12.", []).value == "12"
+
+
+def test_a_program_that_printed_a_word_has_no_value_but_the_questions_numbers() -> None:
+    text = (
+        "We use datetime.\n```python\nprint(date(2000, 1, 1).strftime('%A'))\n```\n"
+        "```output\nSaturday\n```\n1 January 2000 was a \\boxed{\\text{Saturday}}."
+    )
+    trace = [result("Python", "print(date(2000, 1, 1).strftime('%A'))", "Saturday")]
+    assert read_value(strategies.TIR, text, trace).value is None
 
 
 def test_a_number_only_an_error_message_holds_is_never_the_value() -> None:

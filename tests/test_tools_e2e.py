@@ -3,7 +3,8 @@
 Search runs on the local BM25 backend over the SQuAD passages in `data/` (the live web
 can't be reached here); Retrieve indexes the small household documents in `tests/data/documents`
 with the real embedder; Python runs in the real sandbox. Each question names its tool, as an API
-client may: the 0.5B default model follows one tool's examples better than four tools' at once.
+client may, and the strategy that answers in a sentence around one call (toolformer): small
+models follow one tool's examples better than four tools' at once.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def engine(real_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def _ask(engine: Engine, question: str, tool: str) -> FinalEvent:
     sampling = Sampling(max_new_tokens=80)
-    return asyncio.run(engine.run(question, sampling=sampling, tools=[tool]))
+    return asyncio.run(engine.run(question, strategy="toolformer", sampling=sampling, tools=[tool]))
 
 
 def test_search_on_the_local_backend(engine):

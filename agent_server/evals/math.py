@@ -35,13 +35,13 @@ from agent_server.engine import Engine
 from agent_server.errors import ConfigError
 from agent_server.evals import report, scoring
 from agent_server.evals.report import Column
-from agent_server.evals.runner import Progress, read_jsonl, run_all
+from agent_server.evals.runner import Journal, Progress, read_jsonl, run_all
 from agent_server.events import FinalEvent
 from agent_server.runtime import build_engine
 from agent_server.settings import Settings
 
 BASELINE = "cot"
-MODES = ("cot", "toolformer", "calculator", "program")
+MODES = ("cot", "toolformer", "calculator", "program", "tir", "consensus")
 TOOLFORMER_TOOLS = ["Calculator"]  # the math tool: with all of them it would be choosing, too
 SAMPLE_TEMPERATURE = 0.7  # the self-consistency paper's for GPT-3 and PaLM (no top-k here)
 
@@ -68,6 +68,7 @@ class MathConfig:
     max_new_tokens: int | None = None  # None: each strategy's own budget
     temperature: float = SAMPLE_TEMPERATURE
     seed: int = 0
+    resume: bool = False  # keep the items the journal of an earlier, stopped run holds
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,35 @@ async def evaluate(
     questions: Sequence[dict[str, Any]],
     config: MathConfig,
     progress: bool = True,
+    journal: Journal | None = None,
 ) -> list[dict[str, Any]]:
-    """The per-item log: one record per question and mode, modes one after another."""
+    """The per-item log: one record per question and mode, modes one after another; each item
+    also goes to `journal` as it is done, and the items it already holds are not asked again."""
+    done = journal.resumed if journal is not None else {}
     items: list[dict[str, Any]] = []
     for mode in (parse_mode(m) for m in config.modes):
-        shown = Progress(len(questions), f"math {mode.name:>12}") if progress else None
+        missing = [q for q in questions if (mode.name, str(q["id"])) not in done]
+        shown = Progress(len(missing), f"math {mode.name:>12}") if progress and missing else None
 
         async def one(question: dict[str, Any], mode: Mode = mode) -> dict[str, Any]:
-            return await answer_item(engine, question, mode, config)
+            item = await answer_item(engine, question, mode, config)
+            if journal is not None:
+                journal.add(item)
+            return item
 
-        items += await run_all(questions, one, config.workers, shown)
+        new = dict(
+            zip(
+                (str(q["id"]) for q in missing),
+                await run_all(missing, one, config.workers, shown),
+                strict=True,
+            )
+        )
+        for question in questions:
+            key = str(question["id"])
+            earlier = done.get((mode.name, key))
+            items.append(
+                new[key] if earlier is None else {k: v for k, v in earlier.items() if k != "commit"}
+            )
     return items
 
 
@@ -156,7 +176,7 @@ def item_record(
         "correct": numbers.same_number(predicted, gold),
         "answer": final.answer,
         "text": final.text,
-        "samples": mode.samples,
+        "samples": len(sampled) if votes else 1,  # the answers voted on (consensus: its members)
         "samples_correct": (
             sum(numbers.same_number(v, gold) for v in sampled)
             if votes
@@ -219,21 +239,31 @@ async def run(
     source = report.git_commit()  # the code that runs, read before it runs
     started = time.perf_counter()
     questions = load(data, config.limit)
-    engine = await asyncio.to_thread(build_engine, settings)
-    try:
-        items = await evaluate(engine, questions, config)
-    finally:
-        engine.close()
-    summary = summarise(items)
     recorded = {
         "data": str(data),
         **asdict(config),
         "max_calls": settings.max_calls,
         "call_top_k": settings.call_top_k,
         "prompt_style": settings.prompt_style,
-        "backend": engine.backend.kind,
+        "backend": settings.backend,
         "dtype": settings.dtype,  # transformers only
     }
+    # What the items depend on: a resumed run may ask more questions or modes, nothing else.
+    # Read before the model loads, so that a mismatch fails at once.
+    skipped = ("limit", "workers", "modes", "resume")
+    header = {"model": settings.model, **{k: v for k, v in recorded.items() if k not in skipped}}
+    journal = Journal(out_dir / "math.items.jsonl", header, config.resume, source[0])
+    try:
+        engine = await asyncio.to_thread(build_engine, settings)
+        try:
+            recorded["backend"] = engine.backend.kind
+            items = await evaluate(engine, questions, config, journal=journal)
+        finally:
+            engine.close()
+    finally:
+        journal.close()
+    summary = summarise(items)
+    recorded["commits"] = journal.commits()
     took = time.perf_counter() - started
     model = engine.backend.name
     result = report.result_file("math", model, command, recorded, summary, items, took, source)

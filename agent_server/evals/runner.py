@@ -101,3 +101,64 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Journal:
+    """The items of a run as they finish, one JSON line each, so that a run of hours that stops
+    (a crash, a reboot, Ctrl-C) goes on where it was: `--resume` answers only what is missing.
+
+    The first line is the run's header (model, data, settings); a journal whose header differs
+    from the run's is never resumed, so items answered under other settings are not mixed in.
+    Each line after it is an item, with the commit of the code that answered it.
+    """
+
+    def __init__(self, path: Path, header: dict[str, Any], resume: bool, commit: str) -> None:
+        self.path = path
+        self.header = header
+        self.commit = commit
+        self.resumed: dict[tuple[str, str], dict[str, Any]] = {}
+        if resume and path.exists():
+            self.resumed = self._read()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.resumed:
+            path.write_text(json.dumps({"journal": header}) + "\n", encoding="utf-8")
+        self._handle = path.open("a", encoding="utf-8")
+        if self.resumed and not path.read_bytes().endswith(b"\n"):
+            self._handle.write("\n")  # after the line being written when the run stopped
+
+    def commits(self) -> list[str]:
+        """The commits whose code answered the resumed items and the new ones, oldest first."""
+        return list(dict.fromkeys([*(i["commit"] for i in self.resumed.values()), self.commit]))
+
+    def _read(self) -> dict[tuple[str, str], dict[str, Any]]:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            header = json.loads(lines[0])["journal"] if lines else None
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{self.path}: not a journal of this eval ({exc})") from exc
+        if header != self.header:
+            changed = sorted(
+                k
+                for k in {*self.header, *(header or {})}
+                if (header or {}).get(k) != self.header.get(k)
+            )
+            raise ConfigError(
+                f"{self.path} was written by a run with other {', '.join(changed)}: "
+                "run without --resume to start again"
+            )
+        items: dict[tuple[str, str], dict[str, Any]] = {}
+        for line in lines[1:]:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line being written when the run stopped: answered again
+            if isinstance(item, dict) and {"mode", "id", "commit"} <= item.keys():
+                items[(str(item["mode"]), str(item["id"]))] = item
+        return items
+
+    def add(self, item: dict[str, Any]) -> None:
+        self._handle.write(json.dumps({**item, "commit": self.commit}) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
