@@ -12,6 +12,8 @@ export class AnswerView {
     answers += 1;
     this.id = `answer-${answers}`;
     this.text = "";
+    this.drafting = null; // the sample shown as a draft until the vote
+    this.draftText = "";
     this.cards = new Map();
     this.pending = false;
     this.el = make("article", "answer", { id: this.id, "aria-busy": "true" });
@@ -26,6 +28,16 @@ export class AnswerView {
 
   appendText(text) {
     this.text += text;
+    this.schedule();
+  }
+
+  /** Several answers are being written (samples, or a consensus's members) and the vote comes
+   * after them: meanwhile the first one shows as a draft, as the model writes it. */
+  draft({ text, sample }) {
+    if (this.text) return;
+    this.drafting ??= sample;
+    if (sample !== this.drafting) return;
+    this.draftText += text;
     this.schedule();
   }
 
@@ -57,6 +69,7 @@ export class AnswerView {
       a.setAttribute("aria-label", `source ${n}`);
       return a;
     };
+    this.body.classList.remove("draft");
     this.body.replaceChildren(renderMarkdown(response.answer ?? "", { cite }));
     if (!(response.answer ?? "").trim()) {
       this.body.append(make("p", "note", {}, "(The model gave no answer.)"));
@@ -107,7 +120,9 @@ export class AnswerView {
 
   render() {
     this.pending = false;
-    this.body.replaceChildren(renderMarkdown(this.text));
+    const drafting = !this.text && this.draftText;
+    this.body.replaceChildren(renderMarkdown(drafting ? this.draftText : this.text));
+    this.body.classList.toggle("draft", Boolean(drafting));
     if (this.el.getAttribute("aria-busy") === "true") this.body.append(dots());
   }
 

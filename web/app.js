@@ -35,6 +35,7 @@ async function send(text) {
     const response = await ask(body, controller.signal);
     for await (const { event, data } of readEvents(response)) {
       if (event === "answer") view.appendText(data.text);
+      else if (event === "token" && data.sample !== undefined) view.draft(data);
       else if (event === "call") {
         view.call(data);
         announce(`Calling ${data.tool}…`);

@@ -8,9 +8,12 @@ import re
 from pathlib import Path
 
 from chat_page import answered, ask
-from doubles import BrokenTool, RefusingTool
+from doubles import BrokenTool, EchoTool, RefusingTool, SlowTool
 from playwright.sync_api import Page, expect
 
+from agent_server.backends.scripted import ScriptedBackend
+from agent_server.engine import Engine, EngineConfig
+from agent_server.prompts import Prompt
 from agent_server.settings import Settings
 
 
@@ -261,3 +264,26 @@ def test_the_theme_follows_the_system_until_toggled_and_is_remembered(new_page, 
     page.reload()
     expect(page.locator("html")).to_have_attribute("data-theme", "light")
     assert page.evaluate(background) == light
+
+
+def test_several_answers_show_the_first_as_a_draft_until_the_vote(page: Page, start_app):
+    """Samples (here two, the service's default) are written side by side and the answer comes
+    after their vote: meanwhile the page shows the first as a draft, not an empty answer."""
+    backend = ScriptedBackend()
+    tools = {t.name: t for t in (EchoTool(), SlowTool())}
+    app = start_app(
+        backend=backend,
+        factory=lambda _: Engine(backend, tools, Prompt("chat"), EngineConfig(samples=2)),
+    )
+    backend.queue(["Working it out [Slow(1.5)", " so 5."], "It is 5.")
+    page.goto(app.url)
+    ask(page, "How many?")
+    answer = page.locator(".answer").last
+    body = answer.locator(".body")
+    expect(body).to_have_class(re.compile(r"\bdraft\b"))
+    expect(body).to_contain_text("Working it out")
+    expect(answer.locator(".card").first).to_have_attribute("data-state", "running")
+    answered(page)
+    expect(body).not_to_have_class(re.compile(r"\bdraft\b"))
+    expect(body).to_have_text(re.compile(r"^(Working it out so 5\.|It is 5\.)$"))
+    expect(answer.locator(".answer-footer")).to_contain_text("votes: 5 ×2")
