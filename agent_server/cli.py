@@ -134,10 +134,17 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
                 max_calls=args.max_calls,
             )
         )
+        # A consensus's answers are its strategies: the trace names them, not sample numbers.
+        plan = (
+            None
+            if webgpt is not None
+            else engine.plan(args.question, strategy=args.strategy, tools=args.tools)
+        )
+        members = () if plan is None else (*plan.strategy.members, *plan.strategy.tiebreakers)
         async for event in events:
             if args.trace and isinstance(event, CallEvent):
                 called = f"{event.tool}({event.argument})" if event.argument else event.tool
-                by = "" if event.sample is None else f"[sample {event.sample}] "
+                by = _answer_label(event.sample, members)
                 print(f"{by}→ {called}", file=sys.stderr)
             elif args.trace and isinstance(event, ResultEvent):
                 outcome = event.result if event.ok else f"error: {event.error}"
@@ -149,6 +156,12 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         engine.close()
     return 0
+
+
+def _answer_label(sample: int | None, members: Sequence[str]) -> str:
+    if sample is None:
+        return ""
+    return f"[{members[sample]}] " if sample < len(members) else f"[sample {sample}] "
 
 
 def _print_final(final: FinalEvent, model: str, args: argparse.Namespace) -> None:

@@ -140,6 +140,11 @@ class AskResponse(BaseModel):
     value: str | None = Field(None, description="the answer's number as written, if it has one")
     checks: list[CheckItem] = Field(default_factory=list)
     votes: list[VoteItem] = Field(default_factory=list, description="with several samples")
+    sample: int | None = Field(
+        None,
+        description="with several samples: the one that is the answer (its text and trace)",
+        exclude_if=lambda v: v is None,
+    )
 
     @classmethod
     def from_final(
@@ -170,6 +175,7 @@ class AskResponse(BaseModel):
                 )
                 for v in final.votes
             ],
+            sample=final.sample,
         )
 
 

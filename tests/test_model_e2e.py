@@ -90,7 +90,7 @@ def test_cli_ask_prints_answer_and_trace():
     )
     assert "7006652" in done.stdout
     # The default for a question with a number: programs, run in the sandbox, and their vote.
-    assert "→ Python(" in done.stderr
+    assert "[program] → Python(" in done.stderr  # each call named by the strategy that made it
     assert "= 7006652" in done.stderr
     assert "votes: 7006652 ×" in done.stderr
 

@@ -54,8 +54,9 @@ export class AnswerView {
   finish(response) {
     this.pending = false;
     (response.trace ?? []).forEach((item, index) => {
-      fillCard(this.card(index, item.tool, item.argument, item.sample), item);
+      fillCard(this.card(index, item.tool, item.argument, item.sample ?? response.sample), item);
     });
+    this.nameMembers(response.votes ?? []);
     const quotes = (response.quotes ?? []).map((q, i) =>
       typeof q === "string" ? { number: i + 1, text: q } : q,
     );
@@ -126,13 +127,27 @@ export class AnswerView {
     if (this.el.getAttribute("aria-busy") === "true") this.body.append(dots());
   }
 
+  /** A consensus's answers are its strategies, not samples: once the votes say which answer
+   * each strategy wrote, the cards say so ("Python · program"). */
+  nameMembers(votes) {
+    const members = new Map();
+    for (const vote of votes) {
+      (vote.strategies ?? []).forEach((name, i) => members.set(vote.samples[i], name));
+    }
+    for (const [key, card] of this.cards) {
+      const [sample, index] = key.split(":");
+      if (index === undefined || !members.has(Number(sample))) continue;
+      card.querySelector(".tool").textContent = `${card.dataset.tool} · ${members.get(Number(sample))}`;
+    }
+  }
+
   /** The card of call `index` (of one sample, when several are drawn and put to a vote). */
   card(index, tool, argument, sample = null) {
     const key = sample === null || sample === undefined ? `${index}` : `${sample}:${index}`;
     let card = this.cards.get(key);
     if (!card) {
       const label = sample === null || sample === undefined ? tool : `${tool} · sample ${sample + 1}`;
-      card = makeCard(label, argument);
+      card = makeCard(tool, argument, label);
       this.cards.set(key, card);
       const item = append(this.steps, "li");
       item.append(card);
@@ -177,10 +192,11 @@ export class AnswerView {
   }
 }
 
-function makeCard(tool, argument) {
+function makeCard(tool, argument, label = tool) {
   const card = make("details", "card");
+  card.dataset.tool = tool;
   const summary = append(card, "summary");
-  append(summary, "span", "tool", {}, tool);
+  append(summary, "span", "tool", {}, label);
   append(summary, "code", "argument", {}, argument);
   append(summary, "span", "state");
   append(summary, "span", "time");

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from chat_page import answered, ask
-from doubles import BrokenTool, EchoTool, RefusingTool, SlowTool
+from doubles import BrokenTool, EchoTool, PrintingPython, RefusingTool, SlowTool
 from playwright.sync_api import Page, expect
 
 from agent_server.backends.scripted import ScriptedBackend
@@ -287,3 +287,21 @@ def test_several_answers_show_the_first_as_a_draft_until_the_vote(page: Page, st
     expect(body).not_to_have_class(re.compile(r"\bdraft\b"))
     expect(body).to_have_text(re.compile(r"^(Working it out so 5\.|It is 5\.)$"))
     expect(answer.locator(".answer-footer")).to_contain_text("votes: 5 ×2")
+
+
+def test_a_consensus_names_the_strategy_that_made_each_call(page: Page, start_app):
+    backend = ScriptedBackend()
+    tools = {t.name: t for t in (EchoTool(), PrintingPython())}
+    app = start_app(backend=backend, factory=lambda _: Engine(backend, tools, Prompt("chat")))
+    backend.queue(
+        ["```python\nprint(5)\n```", "So \\boxed{5}."], ["```python\nprint(5)\n```", "It is 5."]
+    )
+    page.goto(app.url)
+    page.select_option("#strategy", "consensus")
+    ask(page, "How many?")
+    answered(page)
+    answer = page.locator(".answer").last
+    tools_shown = answer.locator(".card .tool")
+    expect(tools_shown).to_have_count(2)
+    assert sorted(tools_shown.all_text_contents()) == ["Python · program", "Python · tir"]
+    expect(answer.locator(".answer-footer")).to_contain_text("consensus · votes: 5 ×2")
