@@ -5,6 +5,8 @@ Streamed `content` is the reader's answer only, exactly the non-streamed `messag
 call syntax never reaches it (the engine's `AnswerEvent`s). Calls and results travel on their
 own chunks, with an empty delta and an `agent` extra (`{"call": …}`, then `{"result": …}`); the
 last chunk carries the finish reason and the `agent` summary (text with calls, trace, timings).
+When several answers are written before a vote (samples, a consensus's members), the first of
+them streams as `reasoning_content` meanwhile, so a chat client shows work at once.
 
 Errors come in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, validation
 errors included (as 400, OpenAI's status for them), via this router's route class; an error
@@ -39,7 +41,14 @@ from agent_server.decoding import Sampling
 from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, NotReady, SettingsDep
 from agent_server.engine import Engine, final_event
 from agent_server.errors import BadRequest
-from agent_server.events import AnswerEvent, CallEvent, Event, FinalEvent, ResultEvent
+from agent_server.events import (
+    AnswerEvent,
+    CallEvent,
+    Event,
+    FinalEvent,
+    ResultEvent,
+    TokenEvent,
+)
 from agent_server.openai_schemas import (
     ALIAS,
     AgentEvent,
@@ -228,9 +237,14 @@ async def _chunks(
     try:
         yield chunk(Delta(role="assistant", content=""))
         event: Event | None = first
+        drafting: int | None = None  # the sample streamed as reasoning until the vote
         while event is not None:
             if isinstance(event, AnswerEvent):
                 yield chunk(Delta(content=event.text))
+            elif isinstance(event, TokenEvent) and event.sample is not None:
+                drafting = event.sample if drafting is None else drafting
+                if event.sample == drafting:
+                    yield chunk(Delta(reasoning_content=event.text))
             elif isinstance(event, CallEvent):
                 yield chunk(agent=AgentEvent(call=CallItem.from_event(event)))
             elif isinstance(event, ResultEvent):

@@ -293,6 +293,10 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = Field(default=None, exclude_if=_none)
     content: str | None = Field(default=None, exclude_if=_none)
+    # While several answers are written (samples, a consensus's members) and the content waits
+    # for their vote: the first one, as it is written (the field DeepSeek's API, vLLM and
+    # llama-server stream a model's reasoning in, which chat clients show as such).
+    reasoning_content: str | None = Field(default=None, exclude_if=_none)
 
 
 class ChunkChoice(BaseModel):

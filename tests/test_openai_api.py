@@ -452,3 +452,18 @@ def test_answer_stream_holds_back_only_what_may_change():
     assert stream.add(" hello") == " hello"
     assert stream.add(" and more") == " and more"
     assert stream.finish("It is hello and more") == ""
+
+
+def test_several_answers_stream_the_first_as_reasoning_until_the_vote(oai, backend):
+    backend.queue("Two and three: 5.", "It is 5.")
+    agent = {"strategy": "toolformer", "samples": 2}
+    stream = oai.chat.completions.create(
+        model="scripted", messages=_ask(), stream=True, extra_body={"agent": agent}
+    )
+    deltas = [c.choices[0].delta for c in stream if c.choices]
+    reasoning = [(d.model_extra or {}).get("reasoning_content") for d in deltas]
+    first_reasoning = next(i for i, r in enumerate(reasoning) if r)
+    first_content = next(i for i, d in enumerate(deltas) if d.content)
+    assert first_reasoning < first_content
+    assert "".join(r or "" for r in reasoning) in ("Two and three: 5.", "It is 5.")
+    assert "".join(d.content or "" for d in deltas) in ("Two and three: 5.", "It is 5.")
