@@ -140,7 +140,7 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
             if webgpt is not None
             else engine.plan(args.question, strategy=args.strategy, tools=args.tools)
         )
-        members = () if plan is None else (*plan.strategy.members, *plan.strategy.tiebreakers)
+        members = () if plan is None else plan.strategy.voters
         async for event in events:
             if args.trace and isinstance(event, CallEvent):
                 called = f"{event.tool}({event.argument})" if event.argument else event.tool

@@ -15,7 +15,8 @@ model threads and llama.cpp decodes them in one batch. `merge` interleaves their
 
 An ensemble of strategies (`strategies.CONSENSUS`) votes the same way, except that a tie goes to
 the value of the strategy listed first, and its answer is shown: log-probabilities under
-different prompts do not compare.
+different prompts do not compare. It asks its rounds only until a value holds a strict majority
+of the answers so far (`decided`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ def tally(samples: Sequence[FinalEvent], *, by_order: bool = False) -> tuple[int
     best = ranked[0]
     winner = best[0] if by_order else max(best, key=lambda i: _logprob(samples[i]))
     return winner, votes
+
+
+def decided(samples: Sequence[FinalEvent]) -> bool:
+    """Whether one value holds more than half of the votes so far: an ensemble asks its next
+    round only while its answers split (two members that agree, or two of three, decide)."""
+    _, votes = tally(samples, by_order=True)
+    return 2 * len(votes[0].samples) > len(samples)
 
 
 def agree(a: FinalEvent, b: FinalEvent) -> bool:

@@ -173,7 +173,8 @@ class Engine:
         if samples > 1 and chosen.members:
             raise BadRequest(f"strategy {chosen.name!r} votes among its members: one sample")
         sampling = sampling or Sampling()
-        if sampling.max_new_tokens is None:
+        if sampling.max_new_tokens is None and not chosen.members:
+            # (An ensemble's members each take their own budget unless the request sets one.)
             sampling = replace(sampling, max_new_tokens=chosen.max_new_tokens)
         if samples > 1 and sampling.temperature == 0:
             sampling = replace(sampling, temperature=self.config.sample_temperature)
@@ -278,27 +279,42 @@ class Engine:
     async def _consensus(
         self, question: str, plan: Plan, history: Sequence[tuple[str, str]]
     ) -> AsyncGenerator[Event, None]:
-        """The ensemble's members answer side by side; the tiebreakers only if they disagree."""
+        """The ensemble's rounds, each asked only while the answers so far hold no majority."""
         started = time.perf_counter()
-        names = [*plan.strategy.members, *plan.strategy.tiebreakers]
         tools = list(plan.tools)
-        plans = [
-            self.plan(question, strategy=n, sampling=plan.sampling, tools=tools) for n in names
-        ]
         finals: dict[int, FinalEvent] = {}
-        first = len(plan.strategy.members)
-        for members in (range(first), range(first, len(names))):
-            answers = [self._member(question, plans[i], history, i) for i in members]
-            async for event in self._gathered(answers, finals, offset=members.start):
+        for round_ in plan.strategy.rounds:
+            start = len(finals)
+            plans = [
+                self.plan(
+                    question,
+                    strategy=name,
+                    sampling=self._member_sampling(plan.sampling, sampled=round_.sampled, index=i),
+                    tools=tools,
+                )
+                for i, name in enumerate(round_.names, start)
+            ]
+            answers = [self._member(question, p, history, start + i) for i, p in enumerate(plans)]
+            async for event in self._gathered(answers, finals, offset=start):
                 yield event
-            values = [finals[i] for i in range(len(finals))]
-            if all(consistency.agree(values[0], v) for v in values[1:]):
-                break  # the first members agree: no need to ask the others
+            if consistency.decided([finals[i] for i in range(len(finals))]):
+                break
         ordered = [finals[i] for i in range(len(finals))]
         prompt_tokens = sum(f.usage.prompt_tokens for f in ordered)
         reading = _Reading(prompt_tokens, started, max(f.timings.prefill_s for f in ordered))
         async for event in self._voted(ordered, reading, plan, by_order=True):
             yield event
+
+    def _member_sampling(self, sampling: Sampling, *, sampled: bool, index: int) -> Sampling:
+        """A member's decoding: the request's; an escalation's answers sampled (greedy would
+        repeat the members' answers), each with its own seed when the request sets one."""
+        if not sampled:
+            return sampling
+        return replace(
+            sampling,
+            temperature=sampling.temperature or self.config.sample_temperature,
+            seed=None if sampling.seed is None else sampling.seed + index,
+        )
 
     def _member(
         self, question: str, plan: Plan, history: Sequence[tuple[str, str]], index: int
