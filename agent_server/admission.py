@@ -26,19 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from agent_server.errors import AgentError
-
-
-class Overloaded(AgentError):
-    """The queue for the model is full; try again after `retry_after_s` seconds."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class RequestTimeout(AgentError):
-    """A request took longer than its time limit (`request_timeout_s`)."""
+from agent_server.errors import Overloaded, RequestTimeout
 
 
 class Admission:

@@ -37,13 +37,12 @@ from agent_server.deps import (
     DocumentsDep,
     EngineDep,
     MetricsDep,
-    NotReady,
     SettingsDep,
     StoreDep,
     WebGPTDep,
 )
 from agent_server.engine import final_event
-from agent_server.errors import AgentError, BadRequest, Conflict, NotFound
+from agent_server.errors import AgentError, BadRequest, Conflict, NotFound, NotReady
 from agent_server.events import AnswerEvent, CallEvent, Event, FinalEvent, ResultEvent, TokenEvent
 from agent_server.schemas import (
     AskRequest,

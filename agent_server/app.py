@@ -9,24 +9,19 @@ conversations and documents in `store.py` (copied to the documents folder by `do
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from agent_server import api, middleware, openai_api, web_ui
-from agent_server.admission import Admission, Overloaded, RequestTimeout
-from agent_server.deps import EngineDep, MetricsDep, NotReady
+from agent_server.admission import Admission
+from agent_server.deps import EngineDep, MetricsDep
 from agent_server.document_sync import DocumentSync
 from agent_server.engine import Engine
 from agent_server.errors import (
     AgentError,
-    BadRequest,
-    Conflict,
-    ModelBusy,
-    NotFound,
-    StoreUnavailable,
 )
 from agent_server.metrics import CONTENT_TYPE, Metrics
 from agent_server.runtime import build_engine, build_webgpt
@@ -94,25 +89,10 @@ def create_app(
     app = FastAPI(title="agent-server", version="0.1.0", lifespan=lifespan)
     middleware.install(app, settings)
 
-    for error, status in ((BadRequest, 400), (NotFound, 404), (Conflict, 409)):
-        app.add_exception_handler(error, _plain_error(status))
-
-    @app.exception_handler(NotReady)
-    @app.exception_handler(ModelBusy)
-    @app.exception_handler(StoreUnavailable)
-    async def not_ready(_: Request, exc: Exception) -> JSONResponse:
+    @app.exception_handler(AgentError)
+    async def agent_error(_: Request, exc: AgentError) -> JSONResponse:
         body = ErrorBody(error=str(exc)).model_dump()
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
-        body = ErrorBody(error=str(exc)).model_dump()
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        return JSONResponse(body, status_code=429, headers=headers)
-
-    @app.exception_handler(RequestTimeout)
-    async def timed_out(_: Request, exc: RequestTimeout) -> JSONResponse:
-        return JSONResponse(ErrorBody(error=str(exc)).model_dump(), status_code=504)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -130,14 +110,6 @@ def create_app(
     app.include_router(openai_api.router)
     web_ui.install(app)  # the UI's files, where no route matches
     return app
-
-
-def _plain_error(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def handler(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, AgentError)
-        return JSONResponse(ErrorBody(error=str(exc)).model_dump(), status_code=status)
-
-    return handler
 
 
 def _reindex(engine: Engine | None) -> bool:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from agent_server.citations import Quote, domain
+from agent_server.errors import BrowserError
 from agent_server.readable import Link, Page, strip_link_markup
 from tools.search import SearchResult
 
@@ -72,10 +73,6 @@ def parse_command(text: str) -> Command:
             argument = match.group(1).strip().strip(_QUOTE_MARKS).strip() if match.groups() else ""
             return Command(name, argument)
     return Command("Invalid", line[:200])
-
-
-class BrowserError(Exception):
-    """A command that could not be carried out; the message is the model's observation."""
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,11 @@ from fastapi import Depends, Request
 from agent_server.admission import Admission
 from agent_server.document_sync import DocumentSync
 from agent_server.engine import Engine
-from agent_server.errors import AgentError, Conflict
+from agent_server.errors import Conflict, NotReady
 from agent_server.metrics import Metrics
 from agent_server.settings import Settings
 from agent_server.store import Store
 from agent_server.webgpt import WebGPT
-
-
-class NotReady(AgentError):
-    """The model is still loading (or failed to load)."""
 
 
 def get_engine(request: Request) -> Engine:

@@ -36,11 +36,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
-from agent_server.admission import Overloaded, RequestTimeout
 from agent_server.decoding import Sampling
-from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, NotReady, SettingsDep
+from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, SettingsDep
 from agent_server.engine import Engine, final_event
-from agent_server.errors import BadRequest
+from agent_server.errors import AgentError, InvalidRequest, RequestTimeout
 from agent_server.events import (
     AnswerEvent,
     CallEvent,
@@ -62,7 +61,6 @@ from agent_server.openai_schemas import (
     ErrorDetail,
     ErrorResponse,
     FinishReason,
-    InvalidRequest,
     ModelCard,
     ModelList,
     ResultInfo,
@@ -92,18 +90,8 @@ class OpenAIRoute(APIRoute):
                     return _error(400, "the body is not valid JSON")
                 param = _param(first.get("loc", ()))
                 return _error(400, f"{param or 'body'}: {first.get('msg', 'invalid')}", param)
-            except InvalidRequest as exc:
-                return _error(exc.status, str(exc), exc.param, exc.code)
-            except BadRequest as exc:
-                return _error(400, str(exc))
-            except Overloaded as exc:
-                headers = {"Retry-After": str(exc.retry_after_s)}
-                return _error(429, str(exc), kind="rate_limit_error", headers=headers)
-            except RequestTimeout as exc:
-                return _error(504, str(exc), kind="timeout")
-            except NotReady as exc:
-                headers = {"Retry-After": "5"}
-                return _error(503, str(exc), kind="service_unavailable", headers=headers)
+            except AgentError as exc:
+                return _error(exc.status, str(exc), exc.param, exc.code, exc.kind, exc.headers)
             except Exception:  # a bug of ours: logged with its traceback, answered in shape
                 log.exception("%s %s failed", request.method, request.url.path)
                 return _error(500, "internal server error", kind="server_error")

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent_server.errors import BadRequest
+from agent_server.errors import InvalidRequest
 from agent_server.events import FinalEvent, ResultEvent
 from agent_server.schemas import (
     SAMPLES_HELP,
@@ -38,18 +38,6 @@ _SKIPPED_ROLES = ("system", "developer")
 
 def _none(value: object) -> bool:
     return value is None
-
-
-class InvalidRequest(BadRequest):
-    """A request OpenAI's API would refuse too; carries OpenAI's error fields."""
-
-    def __init__(
-        self, message: str, param: str | None = None, code: str | None = None, status: int = 400
-    ) -> None:
-        super().__init__(message)
-        self.param = param
-        self.code = code
-        self.status = status
 
 
 # -- requests -------------------------------------------------------------------------------

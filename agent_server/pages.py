@@ -33,6 +33,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from agent_server.errors import PageError
 from agent_server.readable import TRUNCATED, Page, decode, looks_binary, plain_page, readable
 
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -40,10 +41,6 @@ _ACCEPT = "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1"
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
 # What a body without a content type must hold near its start to be read as HTML.
 _HTML_SIGNS = re.compile(rb"<(!doctype html|html|head|body|title|p|div|a)[\s>]", re.IGNORECASE)
-
-
-class PageError(Exception):
-    """A page that could not be opened; the message says why, in one line."""
 
 
 async def _getaddrinfo(host: str) -> list[str]:

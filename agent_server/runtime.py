@@ -6,9 +6,9 @@ from __future__ import annotations
 from agent_server.backends import Backend, load_backend
 from agent_server.browser import BrowserLimits, OpenPage
 from agent_server.engine import Engine, EngineConfig
-from agent_server.errors import ConfigError
+from agent_server.errors import ConfigError, PageError
 from agent_server.models import ModelSource
-from agent_server.pages import PageError, PageFetcher
+from agent_server.pages import PageFetcher
 from agent_server.prompts import Prompt, PromptStyle
 from agent_server.readable import Page, plain_page
 from agent_server.settings import Settings

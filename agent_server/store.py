@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent_server.databases import Database, Migrations, Sql, open_database
-from agent_server.errors import NotFound
+from agent_server.errors import ConversationNotFound
 from agent_server.events import FinalEvent
 
 T = TypeVar("T")
@@ -118,10 +118,6 @@ POSTGRES_MIGRATIONS: Migrations = (
 )
 MIGRATIONS = {"sqlite": SQLITE_MIGRATIONS, "postgresql": POSTGRES_MIGRATIONS}
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)  # of a SQLite file
-
-
-class ConversationNotFound(NotFound):
-    """No conversation has this id (or it is not an id at all)."""
 
 
 @dataclass(frozen=True)

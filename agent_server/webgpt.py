@@ -31,7 +31,6 @@ from typing import Literal
 from agent_server.backends.base import Backend
 from agent_server.browser import (
     COMMANDS,
-    BrowserError,
     BrowserLimits,
     Command,
     OpenPage,
@@ -42,6 +41,7 @@ from agent_server.browser import (
 from agent_server.citations import MarkerFilter, Quote, answer_context
 from agent_server.decoding import Sampling
 from agent_server.engine import Engine
+from agent_server.errors import BrowserError, PageError
 from agent_server.events import (
     AnswerEvent,
     CallEvent,
@@ -52,7 +52,6 @@ from agent_server.events import (
     TokenEvent,
     Usage,
 )
-from agent_server.pages import PageError
 from agent_server.prompts import PromptStyle, Rendered, exchange, load_template
 from agent_server.readable import strip_link_markup
 from tools.base import ToolError

@@ -8,13 +8,13 @@ import asyncio
 import pytest
 
 from agent_server.browser import (
-    BrowserError,
     BrowserLimits,
     Command,
     TextBrowser,
     find_span,
     parse_command,
 )
+from agent_server.errors import BrowserError
 from agent_server.readable import Page, plain_page, readable
 from tools.search import SearchResult
 

@@ -25,6 +25,7 @@ from agent_server.backends.base import Logits
 from agent_server.backends.scripted import ScriptedBackend, ScriptedSession
 from agent_server.calls import strip_calls
 from agent_server.engine import Engine
+from agent_server.errors import ModelBusy
 from agent_server.prompts import Prompt
 from agent_server.settings import Settings
 
@@ -420,6 +421,25 @@ def test_a_full_queue_is_429_and_a_slow_answer_times_out():
         assert _settled_count(backend.sessions[-1].feeds) < 2000  # the slow answers stopped
         quick = oai.chat.completions.create(model="scripted", messages=_ask())
         assert quick.choices[0].message.content == "Quick."  # and gave their slot back
+
+
+class _FullBackend(_Backend):
+    def new_session(self) -> ScriptedSession:
+        raise ModelBusy("the model's context is full; try again shortly")
+
+
+def test_a_full_model_is_503_with_retry_after_on_both_routes():
+    # One error module maps each error to its status on both routes (before, a busy model was a
+    # 500 on this one).
+    for http, oai in _serve(_FullBackend()):
+        with pytest.raises(openai.InternalServerError) as busy:
+            oai.chat.completions.create(model="scripted", messages=_ask())
+        assert busy.value.response.status_code == 503
+        assert busy.value.type == "service_unavailable" and "context is full" in busy.value.message
+        assert busy.value.response.headers["retry-after"] == "5"
+        native = http.post("/v1/ask", json={"question": "Say hello"})
+        assert native.status_code == 503 and native.headers["retry-after"] == "5"
+        assert "context is full" in native.json()["error"]
 
 
 # -- AnswerStream on its own ------------------------------------------------------------------

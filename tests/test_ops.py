@@ -24,11 +24,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_server.admission import Admission, Overloaded, RequestTimeout
+from agent_server.admission import Admission
 from agent_server.app import create_app
 from agent_server.backends.scripted import ScriptedBackend
 from agent_server.deps import AdmissionDep, EngineDep, MetricsDep, SettingsDep
 from agent_server.engine import Engine
+from agent_server.errors import Overloaded, RequestTimeout
 from agent_server.events import FinalEvent, ResultEvent, Usage
 from agent_server.metrics import Metrics
 from agent_server.middleware import RequestIdFilter, request_id

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_server.pages import PageError, PageFetcher, is_public
+from agent_server.errors import PageError
+from agent_server.pages import PageFetcher, is_public
 from agent_server.readable import TRUNCATED, Page
 
 

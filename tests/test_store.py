@@ -14,12 +14,11 @@ import psycopg
 import pytest
 
 from agent_server.databases import SqliteDatabase
-from agent_server.errors import AgentError, ConfigError
+from agent_server.errors import AgentError, ConfigError, ConversationNotFound
 from agent_server.events import FinalEvent, ResultEvent, Timings, Usage
 from agent_server.store import (
     SCHEMA_VERSION,
     SQLITE_MIGRATIONS,
-    ConversationNotFound,
     NewTurn,
     Store,
 )

@@ -10,7 +10,8 @@ import asyncio
 
 import pytest
 
-from agent_server.browser import BrowserError, BrowserLimits
+from agent_server.browser import BrowserLimits
+from agent_server.errors import BrowserError
 from agent_server.events import CallEvent, FinalEvent, ResultEvent, TokenEvent
 from agent_server.readable import Page, plain_page
 from agent_server.webgpt import NO_SOURCES, WebGPT, WebGPTConfig, best_passage
