@@ -120,14 +120,3 @@ class MarkerFilter:
             self.removed.append(marker.group(0))
         self.cited.extend(kept)
         return "".join(f"[{n}]" for n in kept)
-
-
-def check_markers(text: str, valid: Sequence[int]) -> str:
-    """`text` with every marker repaired or removed, as `MarkerFilter` would stream it."""
-    markers = MarkerFilter(valid)
-    return markers.feed(text) + markers.finish()
-
-
-def cited_numbers(text: str) -> list[int]:
-    """The quote numbers an answer's (checked) markers cite, in order of first citation."""
-    return list(dict.fromkeys(int(n) for n in MARKER_NUMBERS.findall(text)))

@@ -46,14 +46,6 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every record, for a format like `%(request_id)s %(message)s`."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
-        return True
-
-
 def install(app: FastAPI, settings: Settings) -> None:
     """Add the middleware to `app` (Starlette makes the last one added the outermost)."""
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

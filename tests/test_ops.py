@@ -32,7 +32,7 @@ from agent_server.engine import Engine
 from agent_server.errors import Overloaded, RequestTimeout
 from agent_server.events import FinalEvent, ResultEvent, Usage
 from agent_server.metrics import Metrics
-from agent_server.middleware import RequestIdFilter, request_id
+from agent_server.middleware import request_id
 from agent_server.prompts import Prompt
 from agent_server.settings import Settings
 
@@ -520,14 +520,3 @@ def test_one_json_access_log_line_per_request(serve, caplog):
     assert first["duration_ms"] >= 0
     assert logged["log-2"]["status"] == 413
     assert logged["log-2"]["route"] == "/test/body"
-
-
-def test_request_id_filter_puts_the_current_id_on_log_records():
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "message", None, None)
-    assert RequestIdFilter().filter(record) and record.request_id == "-"
-    token = request_id.set("abc")
-    try:
-        RequestIdFilter().filter(record)
-    finally:
-        request_id.reset(token)
-    assert record.request_id == "abc"

@@ -6,24 +6,13 @@ model is scripted."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from chat_page import SCREENSHOTS, ask, png_size
 from fixture_web import fixture_web  # noqa: F401 (a fixture)
 from playwright.sync_api import Page, expect
 
-from agent_server.schemas import AskRequest
 from agent_server.settings import Settings
 
-
-def _webgpt_available() -> bool:
-    if importlib.util.find_spec("agent_server.webgpt") is None:
-        return False
-    return "webgpt" in str(AskRequest.model_json_schema()["properties"]["mode"])
-
-
-pytestmark = pytest.mark.skipif(not _webgpt_available(), reason="WebGPT mode is not built yet")
 QUESTION = "What is the capital of France?"
 
 
