@@ -1,8 +1,8 @@
 """Admission: the bounded queue in front of model work, and the per-request time limit.
 
-All answers share one model thread, so answers in progress interleave their model steps: more
-of them at once makes each one slower without adding throughput. `Admission` lets
-`max_active` answers run, queues up to `max_waiting` more in arrival order, and turns anyone
+Answers in progress share the model: on llama.cpp their steps are decoded in one batch, on
+transformers they take turns, so past a few at once each one gets slower faster than the
+total grows. `Admission` lets `max_active` answers run, queues up to `max_waiting` more in arrival order, and turns anyone
 beyond that away at once with `Overloaded` (HTTP 429 with `Retry-After`), instead of letting
 them pile up until every request times out.
 

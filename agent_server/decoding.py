@@ -6,10 +6,13 @@
 2. While the tool's name is being written, only tokens that continue a registered name (and
    its `(`) are allowed, so a small model cannot misspell a tool.
 
-With tools registered, `[` is reserved for calls (as in Toolformer). When no calls are left in
-the budget, `[` openers are masked so the model writes plain text; so
-they are for the one token right after a result, so the model uses a result before it may call
-again (without this, the top-k rule chains calls: `[A(x) → 1] [A(1) → 1] …`).
+3. With inline tools registered, `[` is reserved for calls (as in Toolformer), and its openers
+   are masked when no calls are left in the budget (the model writes plain text) and for the
+   one token right after a result (the model uses a result before it may call again; without
+   this, the top-k rule chains calls: `[A(x) → 1] [A(1) → 1] …`).
+
+A strategy whose calls are fenced programs (`strategies.Strategy.inline` false) gets none of
+these rules: `[` is text there, as in LaTeX's `\[`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ can read it and recover. Any other exception is a bug of ours and the engine rep
 internal tool failure, also without stopping the answer.
 
     ToolError
-      └── ToolTimeout   (raised by the engine when a call runs past its time limit)
+      └── ToolTimeout   (a call ran past its time limit: the tool's own, e.g. the sandbox's)
 """
 
 from __future__ import annotations
