@@ -2,9 +2,9 @@
 
 Answers in progress share the model: on llama.cpp their steps are decoded in one batch, on
 transformers they take turns, so past a few at once each one gets slower faster than the
-total grows. `Admission` lets `max_active` answers run, queues up to `max_waiting` more in arrival order, and turns anyone
-beyond that away at once with `Overloaded` (HTTP 429 with `Retry-After`), instead of letting
-them pile up until every request times out.
+total grows. `Admission` lets `max_active` answers run, queues up to `max_waiting` more in
+arrival order, and turns anyone beyond that away at once with `Overloaded` (HTTP 429 with
+`Retry-After`), instead of letting them pile up until every request times out.
 
     async with admission.limit(settings.request_timeout_s), admission.slot():
         final = await engine.run(...)

@@ -1,4 +1,4 @@
-"""Choosing the next token: sampling settings plus the two rules that make tool use work.
+"""Choosing the next token: sampling settings plus the rules that make tool use work.
 
 1. Toolformer's call rule: outside a call, a call may begin whenever a `[` token is among the
    `call_top_k` most likely next tokens, not only when it is the most likely (Schick et al. 2023
@@ -12,7 +12,7 @@
    this, the top-k rule chains calls: `[A(x) → 1] [A(1) → 1] …`).
 
 A strategy whose calls are fenced programs (`strategies.Strategy.inline` false) gets none of
-these rules: `[` is text there, as in LaTeX's `\[`.
+these rules: `[` is text there, as in LaTeX's display math.
 """
 
 from __future__ import annotations
