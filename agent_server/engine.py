@@ -36,6 +36,7 @@ from agent_server.events import (
     Event,
     FinalEvent,
     ResultEvent,
+    StopReason,
     Timings,
     TokenEvent,
     Usage,
@@ -402,7 +403,7 @@ class Engine:
 
         token = await self._in_worker(lambda: choose(logits, False))
         tools_s = 0.0
-        stop_reason = "length"
+        stop_reason: StopReason = "length"
         budget = sampling.max_new_tokens or strategies.TOOLFORMER.max_new_tokens
         while answer.generated < budget:
             if token in self.backend.vocab.eos_ids:
@@ -459,7 +460,7 @@ class Engine:
         answer: _Answer,
         plan: Plan,
         reading: _Reading,
-        stop_reason: str,
+        stop_reason: StopReason,
         tools_s: float,
         sample: int | None,
         logprobs: bool,

@@ -64,6 +64,9 @@ class ResultEvent:
         return self.error is None
 
 
+# Why an answer ended: the model's end of text, a stop string, the token budget; in WebGPT mode,
+# browsing's time or action limit (the answer then rests on the quotes collected before it).
+StopReason = Literal["eos", "stop", "length", "time", "action"]
 CheckKind = Literal["stated_answer_differs", "value_from_error"]
 
 
@@ -112,7 +115,10 @@ class FinalEvent:
     trace: tuple[ResultEvent, ...] = ()
     usage: Usage = field(default_factory=Usage)
     timings: Timings = field(default_factory=Timings)
-    stop_reason: str = "eos"  # eos | stop | length
+    stop_reason: StopReason = "eos"
+    # What the service added after the model's words, as the answer's last paragraph (WebGPT: that
+    # browsing stopped early); "" when nothing was. Scoring leaves it out.
+    note: str = ""
     # WebGPT mode: the quotes the answer's `[n]` markers cite (number n is quotes[n - 1]).
     quotes: tuple[Quote, ...] = ()
     strategy: str = "toolformer"  # how it reasoned (`strategies`); "webgpt" in WebGPT mode

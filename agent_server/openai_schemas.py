@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_server.errors import InvalidRequest
-from agent_server.events import FinalEvent, ResultEvent
+from agent_server.events import FinalEvent, ResultEvent, StopReason
 from agent_server.schemas import (
     SAMPLES_HELP,
     STRATEGY_HELP,
@@ -216,7 +216,7 @@ class AgentSummary(BaseModel):
     text: str  # as generated, calls and their results spliced in
     trace: list[TraceItem]
     timings: dict[str, float]
-    stop_reason: str  # eos | stop | length
+    stop_reason: StopReason
     spliced_tokens: int
 
     @classmethod

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_server.citations import Quote, references
 from agent_server.document_sync import LocalDocument
-from agent_server.events import CallEvent, FinalEvent, ResultEvent
+from agent_server.events import CallEvent, FinalEvent, ResultEvent, StopReason
 from agent_server.store import Conversation, ConversationInfo, Turn
 from agent_server.strategies import MAX_SAMPLES, StrategyChoice
 from tools.retrieval import Hit
@@ -135,7 +135,7 @@ class AskResponse(BaseModel):
     references: list[ReferenceItem] = Field(default_factory=list)
     usage: dict[str, int]
     timings: dict[str, float]
-    stop_reason: str
+    stop_reason: StopReason
     conversation_id: str | None = None
     strategy: str = Field("toolformer", description="how the answer reasoned; webgpt in WebGPT")
     value: str | None = Field(None, description="the answer's number as written, if it has one")

@@ -79,12 +79,20 @@ class WebGPTConfig:
     answer_tokens: int = 160
 
 
+@dataclass(frozen=True)
+class BrowsingLimit:
+    """A budget that ran out: which (`FinalEvent.stop_reason`), and how it is said."""
+
+    reason: Literal["time", "action"]
+    said: str  # "time limit (60 s)"
+
+
 @dataclass
 class _Run:
     """What one question's browsing produced."""
 
     trace: list[ResultEvent] = field(default_factory=list)
-    stopped: str | None = None  # the limit that ended browsing early, if one did
+    stopped: BrowsingLimit | None = None  # the limit that ended browsing early, if one did
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model_s: float = 0.0
@@ -140,14 +148,15 @@ class WebGPT:
                     yield AnswerEvent(said)
             else:
                 yield event
+        note = ""
         if run.stopped is not None:
             note = (
-                f"\n\n(Browsing stopped at its {run.stopped}; this answer rests on the "
+                f"(Browsing stopped at its {run.stopped.said}; this answer rests on the "
                 f"{len(browser.quotes)} quotes collected before that.)"
             )
-            pieces.append(note)
-            yield TokenEvent(note)
-            yield AnswerEvent(note)
+            pieces.append("\n\n" + note)
+            yield TokenEvent("\n\n" + note)
+            yield AnswerEvent("\n\n" + note)
         total_s = time.perf_counter() - started
         answer = "".join(pieces).strip()
         yield FinalEvent(
@@ -156,7 +165,8 @@ class WebGPT:
             trace=tuple(run.trace),
             usage=Usage(run.prompt_tokens, run.completion_tokens, 0),
             timings=Timings(0.0, run.model_s, browsed_s, total_s),
-            stop_reason="eos" if run.stopped is None else run.stopped.split()[0],
+            stop_reason="eos" if run.stopped is None else run.stopped.reason,
+            note=note,
             quotes=tuple(browser.quotes),
             strategy="webgpt",
         )
@@ -170,7 +180,8 @@ class WebGPT:
             while not browser.ended:
                 left = self.config.max_actions - len(run.trace)
                 if left <= 0:
-                    run.stopped = f"action limit ({self.config.max_actions} actions)"
+                    said = f"action limit ({self.config.max_actions} actions)"
+                    run.stopped = BrowsingLimit("action", said)
                     return
                 try:
                     async with asyncio.timeout_at(_loop_time(deadline)):
@@ -178,34 +189,40 @@ class WebGPT:
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    run.stopped = f"time limit ({self.config.time_limit_s:g} s)"
+                    run.stopped = self._time_limit()
                     return
                 index = len(run.trace)
                 yield CallEvent(index, command.name, command.argument)
-                record = await self._run(browser, command, index, deadline)
+                record, timed_out = await self._run(browser, command, index, deadline)
                 run.trace.append(record)
                 yield record
-                if record.error == "time limit reached":
-                    run.stopped = f"time limit ({self.config.time_limit_s:g} s)"
+                if timed_out:
+                    run.stopped = self._time_limit()
                     return
         finally:
             await commands.aclose()
 
+    def _time_limit(self) -> BrowsingLimit:
+        return BrowsingLimit("time", f"time limit ({self.config.time_limit_s:g} s)")
+
     async def _run(
         self, browser: TextBrowser, command: Command, index: int, deadline: float
-    ) -> ResultEvent:
+    ) -> tuple[ResultEvent, bool]:
+        """The command's result, and whether browsing's time ran out while it ran."""
         started = time.perf_counter()
         result: str | None = None
         error: str | None = None
+        timed_out = False
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 result = await browser.run(command)
         except TimeoutError:
-            error = "time limit reached"
+            error, timed_out = "time limit reached", True
         except (BrowserError, PageError, ToolError) as exc:  # the page's or the query's fault
             error = str(exc) or type(exc).__name__
         duration = time.perf_counter() - started
-        return ResultEvent(index, command.name, command.argument, result, error, duration)
+        record = ResultEvent(index, command.name, command.argument, result, error, duration)
+        return record, timed_out
 
     async def _builtin(self, browser: TextBrowser) -> AsyncGenerator[Command, None]:
         """Search the question, quote the best passage of each top result, answer."""

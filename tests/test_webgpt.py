@@ -128,6 +128,8 @@ def test_invalid_commands_use_up_the_budget_and_no_quote_means_no_answer(agent):
     assert all("not a command" in (r.error or "") for r in final.trace)
     assert final.answer.startswith(NO_SOURCES)
     assert "Browsing stopped at its action limit (3 actions)" in final.answer
+    assert final.stop_reason == "action" and final.answer.endswith(final.note)
+    assert final.note.startswith("(Browsing stopped") and final.note.endswith(".)")
     assert final.quotes == ()
     assert len(backend.prompts) == 3  # no answer was generated from nothing
 
@@ -145,6 +147,8 @@ def test_time_limit_stops_browsing_and_the_answer_says_so(agent):
     assert final.answer.startswith("Yushan [1].")
     assert "Browsing stopped at its time limit (0.5 s)" in final.answer
     assert final.stop_reason == "time"
+    # The note is a field too, so nothing needs to find it in the text (the QA eval drops it).
+    assert final.answer.removesuffix(final.note).rstrip() == "Yushan [1]."
 
 
 def test_an_answer_without_markers_cites_the_quote_it_draws_on(agent):

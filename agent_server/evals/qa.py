@@ -10,7 +10,8 @@ One model, loaded once, answers each question in each mode with the same token b
 - `webgpt`: WebGPT mode (built-in policy) browsing the corpus through that search.
 
 Scores follow SQuAD v1.1 (`scoring`): exact match and containment against any gold answer, after
-`[n]` markers and WebGPT's "browsing stopped" note are taken out of the answer. Beside them:
+`[n]` markers and WebGPT's "browsing stopped" note (`FinalEvent.note`) are taken out of the
+answer. Beside them:
 
 - recall@1/3/5 of the ranking the mode searches with (hybrid for `retrieve`, BM25 for `search`
   and `webgpt`), for the question itself as the query (`recall.gold_rank`),
@@ -55,8 +56,6 @@ KS = (1, 3, 5)
 # A factual answer is a sentence; with a call and its three results spliced in, 128 new tokens
 # still leave the answer room (WebGPT's own answer is capped at 160 by its config).
 MAX_NEW_TOKENS = 128
-# WebGPT's note when its budget ran out (webgpt.py): not part of what the model answered.
-_STOPPED_NOTE = "\n\n(Browsing stopped"
 _DOC_URL = re.compile(r"doc://(\S+?)[)\s\]]")
 
 COLUMNS = (
@@ -137,7 +136,7 @@ async def answer_item(
         final = await engine.run(text, sampling=sampling, tools=TOOLS[mode])
     latency = time.perf_counter() - started
     gold, gold_docs = list(question["answers"]), set(question.get("gold_doc_ids", ()))
-    answer = final.answer.split(_STOPPED_NOTE)[0]
+    answer = final.answer.removesuffix(final.note)  # the service's note is not the model's
     said = MARKER_NUMBERS.sub("", answer)
     record: dict[str, Any] = {
         "id": question["id"],
