@@ -27,9 +27,9 @@ from pathlib import Path
 
 from agent_server.errors import AgentError, BadRequest, NotFound
 from agent_server.store import Store
+from tools.documents import SUFFIXES
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-DOCUMENT_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
 logger = logging.getLogger(__name__)
 
 
@@ -141,8 +141,8 @@ def checked_name(name: str) -> str:
         raise BadRequest(
             f"bad document name {name!r}: use letters, digits, '.', '-' and '_' (up to 128)"
         )
-    if not name.lower().endswith(DOCUMENT_SUFFIXES):
-        raise BadRequest(f"{name}: documents must be one of {', '.join(DOCUMENT_SUFFIXES)}")
+    if not name.lower().endswith(SUFFIXES):
+        raise BadRequest(f"{name}: documents must be one of {', '.join(SUFFIXES)}")
     return name
 
 

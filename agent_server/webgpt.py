@@ -52,7 +52,7 @@ from agent_server.events import (
     TokenEvent,
     Usage,
 )
-from agent_server.prompts import PromptStyle, Rendered, exchange, load_template
+from agent_server.prompts import CHAT_STOPS, PromptStyle, Rendered, exchange, load_template
 from agent_server.readable import strip_link_markup
 from tools.base import ToolError
 from tools.search_local import snippet
@@ -60,10 +60,7 @@ from tools.search_local import snippet
 Policy = Literal["builtin", "model"]
 # A browsing command is one line; an answer is a few sentences, each line a paragraph.
 COMMAND_STOPS: tuple[tuple[str, ...], tuple[str, ...]] = (("\n",), ("\n",))
-ANSWER_STOPS: tuple[tuple[str, ...], tuple[str, ...]] = (
-    ("\nQuestion:", "\n\n"),
-    ("\nQuestion:", "\n\n"),
-)
+ANSWER_STOPS = (CHAT_STOPS, CHAT_STOPS)  # a paragraph, in both prompt styles
 NO_SOURCES = "I could not find a source that answers this, so I won't guess."
 
 
