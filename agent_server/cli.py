@@ -382,7 +382,7 @@ async def _toolformer_generate(settings: Settings, args: argparse.Namespace) -> 
         try:
             progress = Progress(len(records), "toolformer generate")
             # Only a backend that batches may be read from several threads at once.
-            workers = args.workers if getattr(backend, "batching", False) else 1
+            workers = args.workers if backend.batching else 1
             summary = await generate.run(
                 LM(backend), records, tools, config, args.out, progress, workers
             )

@@ -114,7 +114,7 @@ class Engine:
         # Model steps never run on the loop. A backend that batches takes steps from several
         # threads at once and decodes them together; any other owns one thread, where the steps
         # of concurrent answers take turns.
-        threads = backend.parallel if getattr(backend, "batching", False) else 1
+        threads = backend.parallel if backend.batching else 1
         self._executor = executor or ThreadPoolExecutor(threads, thread_name_prefix="model")
 
     def close(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 
 from agent_server.backends.base import Backend, Session
 
@@ -19,7 +18,7 @@ class PrefixCache:
 
     def __init__(self, backend: Backend, size: int = 4) -> None:
         self._backend = backend
-        self._enabled = bool(getattr(backend, "prefix_caching", False))
+        self._enabled = backend.prefix_caching
         self._size = size
         self._sessions: OrderedDict[tuple[int, ...], Session] = OrderedDict()
         # Answers open sessions from several model threads when the backend batches.
@@ -54,5 +53,4 @@ class PrefixCache:
         else:
             self.hits += 1
         self._sessions.move_to_end(key)
-        fork: Callable[[], Session] = getattr(base, "fork")  # noqa: B009 (optional method)
-        return fork()
+        return base.fork()

@@ -66,6 +66,8 @@ class ForcedBackend:
     real: Backend
     parts: list[list[int]]
     clock: Clock = field(default_factory=Clock)
+    batching = False  # one model thread: each step is timed alone
+    prefix_caching = False  # every prompt read in full, as the benchmark times it
 
     @property
     def name(self) -> str:

@@ -54,6 +54,18 @@ class Backend(Protocol):
         ...
 
     @property
+    def batching(self) -> bool:
+        """Whether sessions may feed from several threads at once (their steps then decode in
+        one batch); else the engine steps them on one thread."""
+        ...
+
+    @property
+    def prefix_caching(self) -> bool:
+        """Whether the engine should keep forkable sessions of prompt starts (`PrefixCache`);
+        False where forking copies more than it saves, or the server caches prefixes itself."""
+        ...
+
+    @property
     def vocab(self) -> Vocabulary: ...
 
     def encode(self, text: str) -> list[int]:

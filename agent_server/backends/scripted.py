@@ -31,6 +31,8 @@ class ScriptedBackend:
     name = "scripted"
     kind = "scripted"
     parallel = 1
+    batching = False
+    prefix_caching = False
 
     def __init__(self, replies: Iterable[Reply] = ()) -> None:
         self._chars: list[str] = ["<eos>", *string.printable]

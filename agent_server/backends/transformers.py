@@ -36,6 +36,7 @@ class TransformersBackend:
     # Steps of concurrent answers take turns on one thread: two at once let a short answer pass
     # a long one; more only slow each one down.
     parallel = 2
+    batching = False
 
     def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
         self._model = model

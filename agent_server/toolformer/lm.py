@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -64,12 +63,12 @@ class LM:
         return Reading(session, session.feed(tail))
 
     def extend(self, reading: Reading, tokens: Sequence[int]) -> Reading:
-        session = _fork(reading.session)
+        session = reading.session.fork()
         return Reading(session, session.feed(list(tokens)) if tokens else reading.logits)
 
     def opener_probs(self, reading: Reading, tokens: Sequence[int]) -> npt.NDArray[np.float64]:
         """`probs[j]` = p(the next token opens a call | reading, tokens[:j])."""
-        session, logits = _fork(reading.session), reading.logits
+        session, logits = reading.session.fork(), reading.logits
         probs = np.zeros(len(tokens))
         for j, token in enumerate(tokens):
             probs[j] = float(_softmax(logits)[self.openers].sum())
@@ -79,7 +78,7 @@ class LM:
 
     def logprobs(self, reading: Reading, tokens: Sequence[int]) -> list[float]:
         """log p(tokens[t] | reading, tokens[:t]) for each t."""
-        session, logits = _fork(reading.session), reading.logits
+        session, logits = reading.session.fork(), reading.logits
         out = []
         for t, token in enumerate(tokens):
             out.append(float(_log_softmax(logits)[token]))
@@ -102,7 +101,7 @@ class LM:
             self.backend.vocab, Sampling(temperature=temperature, seed=seed), (), 0
         )
         return [
-            self._continue(_fork(reading.session), reading.logits, chooser, max_new_tokens, done)
+            self._continue(reading.session.fork(), reading.logits, chooser, max_new_tokens, done)
             for _ in range(n)
         ]
 
@@ -125,12 +124,6 @@ class LM:
                 break
             logits = session.feed([token])
         return self.decode(ids)
-
-
-def _fork(session: Session) -> Session:
-    fork: Callable[[], Any] = getattr(session, "fork")  # noqa: B009 (every backend here has it)
-    forked: Session = fork()
-    return forked
 
 
 def _log_softmax(logits: Logits) -> npt.NDArray[np.float64]:
