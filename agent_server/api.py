@@ -37,6 +37,7 @@ from agent_server.deps import (
     DocumentsDep,
     EngineDep,
     MetricsDep,
+    RetrieveDep,
     SettingsDep,
     StoreDep,
     WebGPTDep,
@@ -59,7 +60,7 @@ from agent_server.schemas import (
 from agent_server.settings import Settings
 from agent_server.store import NewTurn
 from tools.documents import DocumentError
-from tools.retrieval import IndexNotReady, Retrieve
+from tools.retrieval import IndexNotReady
 
 router = APIRouter()
 T = TypeVar("T")
@@ -202,14 +203,11 @@ async def upload_document(file: UploadFile, documents: DocumentsDep) -> Document
     responses={409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 async def search_documents(
-    engine: EngineDep,
+    retrieve: RetrieveDep,
     q: Annotated[str, Query(min_length=1, max_length=300, description="what to look for")],
     k: Annotated[int, Query(ge=1, le=20)] = 3,
 ) -> list[DocumentHit]:
     """The passages of the documents that Retrieve would give the model for `q`, best first."""
-    retrieve = engine.tools.get("Retrieve")
-    if not isinstance(retrieve, Retrieve):
-        raise Conflict("Retrieve is not enabled: set AGENT_DOCUMENTS (and list it in AGENT_TOOLS)")
     try:
         hits = await retrieve.search(q, k)
     except IndexNotReady as exc:

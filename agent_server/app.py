@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import State
 
 from agent_server import api, middleware, openai_api, web_ui
 from agent_server.admission import Admission
@@ -29,6 +30,7 @@ from agent_server.schemas import ErrorBody
 from agent_server.settings import Settings
 from agent_server.store import Store
 from agent_server.webgpt import WebGPT
+from tools.retrieval import Retrieve
 
 
 def create_app(
@@ -45,10 +47,11 @@ def create_app(
             Store.open, url, settings.data_dir / "conversations.db"
         )
         app.state.engine = None
+        app.state.retrieve = None  # the engine's Retrieve tool, once loaded, if it has one
         app.state.documents = None
         if settings.documents is not None and settings.documents.is_dir():
             app.state.documents = DocumentSync(
-                store, settings.documents, lambda: _reindex(app.state.engine)
+                store, settings.documents, lambda: _reindex(app.state)
             )
             # Before the model loads, so the first index already holds every upload.
             await app.state.documents.sync()
@@ -69,6 +72,8 @@ def create_app(
                     raise
                 if settings.max_active_answers is None:
                     app.state.admission.max_active = engine.backend.parallel
+                retrieve = engine.tools.get("Retrieve")
+                app.state.retrieve = retrieve if isinstance(retrieve, Retrieve) else None
                 app.state.engine = engine  # last: the engine's presence means "ready"
             except Exception as exc:  # reported by /readyz; the process stays up to say so
                 app.state.load_error = f"{type(exc).__name__}: {exc}"
@@ -112,12 +117,10 @@ def create_app(
     return app
 
 
-def _reindex(engine: Engine | None) -> bool:
+def _reindex(state: State) -> bool:
     """Have Retrieve re-read its folder; False while there is no engine yet to tell."""
-    if engine is None:
+    if state.engine is None:
         return False
-    retrieve = engine.tools.get("Retrieve")
-    refresh = getattr(retrieve, "refresh", None)
-    if callable(refresh):
-        refresh()
+    if state.retrieve is not None:
+        state.retrieve.refresh()
     return True

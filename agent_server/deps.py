@@ -18,6 +18,7 @@ from agent_server.metrics import Metrics
 from agent_server.settings import Settings
 from agent_server.store import Store
 from agent_server.webgpt import WebGPT
+from tools.retrieval import Retrieve
 
 
 def get_engine(request: Request) -> Engine:
@@ -54,6 +55,14 @@ def get_store(request: Request) -> Store:
     return store
 
 
+def get_retrieve(request: Request) -> Retrieve:
+    get_engine(request)  # ready first: 503 while the model (and its tools) load
+    retrieve: Retrieve | None = request.app.state.retrieve
+    if retrieve is None:
+        raise Conflict("Retrieve is not enabled: set AGENT_DOCUMENTS (and list it in AGENT_TOOLS)")
+    return retrieve
+
+
 def get_documents(request: Request) -> DocumentSync:
     documents: DocumentSync | None = request.app.state.documents
     if documents is None:
@@ -63,6 +72,7 @@ def get_documents(request: Request) -> DocumentSync:
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 WebGPTDep = Annotated[WebGPT, Depends(get_webgpt)]
+RetrieveDep = Annotated[Retrieve, Depends(get_retrieve)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -17,6 +17,7 @@ from tools.base import Tool
 from tools.embedder import EmbedderNotAvailable
 from tools.registry import build_registry, close_registry, start_tools
 from tools.search import Search
+from tools.search_local import LocalSearchBackend
 
 
 def build_tools(settings: Settings) -> dict[str, Tool]:
@@ -108,10 +109,9 @@ def open_pages(search: Search, fetcher: PageFetcher) -> OpenPage:
 
     async def open_page(url: str) -> Page:
         if url.startswith("doc://"):
-            document = getattr(search.backend, "document", None)
-            if document is None:
+            if not isinstance(search.backend, LocalSearchBackend):
                 raise PageError(f"could not open {url}: the search backend has no documents")
-            title, text = await document(url)
+            title, text = await search.backend.document(url)
             return plain_page(text, url, title)
         return await fetcher.fetch(url)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tools.base import ToolError
+from tools.base import NoWarmUp, ToolError
 
 
-class EchoTool:
+class EchoTool(NoWarmUp):
     """Returns its argument reversed, so a test can tell a result from the argument."""
 
     name = "Echo"
@@ -22,7 +22,7 @@ class EchoTool:
         return argument[::-1]
 
 
-class RefusingTool:
+class RefusingTool(NoWarmUp):
     name = "Refuse"
     description = "Always refuses."
     example = "x"
@@ -31,7 +31,7 @@ class RefusingTool:
         raise ToolError(f"cannot handle {argument!r}")
 
 
-class BrokenTool:
+class BrokenTool(NoWarmUp):
     name = "Broken"
     description = "Has a bug."
     example = "x"
@@ -40,7 +40,7 @@ class BrokenTool:
         raise RuntimeError(f"bug with {argument}")
 
 
-class SlowTool:
+class SlowTool(NoWarmUp):
     name = "Slow"
     description = "Takes its time."
     example = "1"
@@ -50,7 +50,7 @@ class SlowTool:
         return "done"
 
 
-class PrintingPython:
+class PrintingPython(NoWarmUp):
     """Stands in for the Python sandbox: "runs" a program by returning what its last `print(…)`
     holds, as written (`print(7)` → "7"); a program without one fails as Python would not."""
 

@@ -18,6 +18,7 @@ from agent_server.evals import report
 from agent_server.evals.runner import Journal, Progress, read_jsonl, run_all
 from agent_server.runtime import build_webgpt
 from agent_server.settings import Settings
+from tools.base import NoWarmUp
 from tools.calculator import Calculator
 from tools.search import Search
 from tools.search_local import LocalSearchBackend
@@ -40,7 +41,7 @@ QA = [
 ]  # fmt: skip
 
 
-class FakeRetrieve:
+class FakeRetrieve(NoWarmUp):
     """Retrieve's place in the prompt, always finding the Yushan page."""
 
     name = "Retrieve"

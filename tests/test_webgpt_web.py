@@ -21,15 +21,17 @@ from agent_server.readable import Page, strip_link_markup
 from agent_server.runtime import build_webgpt, open_pages
 from agent_server.settings import Settings
 from agent_server.webgpt import WebGPT, WebGPTConfig
+from tools.base import NoWarmUp
 from tools.search import Search, SearchResult
 
 QUESTION = "What is the capital of France?"
 
 
-class FixtureSearch:
+class FixtureSearch(NoWarmUp):
     """A search backend whose results are pages of the fixture web (the live web's stand-in)."""
 
     name = "fixture"
+    min_interval_s = 0.0
 
     def __init__(self, base: str, paths: list[str]) -> None:
         self.results = [SearchResult(p.strip("/"), base + p, "…") for p in paths]

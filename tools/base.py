@@ -52,6 +52,32 @@ class Tool(Protocol):
         """Run the tool; raise `ToolError` with a short reason when it cannot answer."""
         ...
 
+    # The lifecycle the registry drives (`NoWarmUp` for a tool with nothing to keep warm).
+    def start(self) -> None:
+        """Begin warming up in the background (a worker process, an index); returns at once."""
+        ...
+
+    def prepare(self) -> object:
+        """Finish warming up now (blocking), raising what it raised."""
+        ...
+
+    def close(self) -> None:
+        """Release what it keeps warm; a later call may start it again."""
+        ...
+
+
+class NoWarmUp:
+    """The lifecycle of a tool (or search backend) with nothing to keep warm."""
+
+    def start(self) -> None:
+        return None
+
+    def prepare(self) -> object:
+        return None
+
+    def close(self) -> None:
+        return None
+
 
 def cap_output(text: str, limit: int = MAX_RESULT_CHARS) -> str:
     """Cut `text` to `limit` characters, saying that it was cut."""

@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from tools._worker import ARITY, CONSTANTS, Node, is_symbol_name, serve
-from tools.base import ToolError, ToolTimeout, cap_output
+from tools.base import NoWarmUp, ToolError, ToolTimeout, cap_output
 
 # The worker's address-space cap: far above any sane question, far below the machine's memory.
 MEMORY_BYTES = 1 << 30
@@ -195,7 +195,7 @@ def _limits(node: ast.Tuple, source: str) -> Node:
     raise ToolError("integration limits are written (x, low, high)")
 
 
-class Calculator:
+class Calculator(NoWarmUp):
     """Arithmetic and algebra through sympy, in a warm worker process with a time limit."""
 
     name = "Calculator"

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import IO
 
 from tools import _sandbox_child as child_side
-from tools.base import MAX_RESULT_CHARS, ToolError, ToolTimeout, cap_output
+from tools.base import MAX_RESULT_CHARS, NoWarmUp, ToolError, ToolTimeout, cap_output
 
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody, nogroup: what a root server's child becomes
 MAX_CODE_CHARS = 20_000
@@ -162,7 +162,7 @@ class _NotStarted(Exception):
     """The child died or stalled before it could take the code."""
 
 
-class PythonSandbox:
+class PythonSandbox(NoWarmUp):
     """Runs a snippet of Python in a fresh, locked-down process per call."""
 
     name = "Python"

@@ -122,22 +122,17 @@ def build_registry(
 
 def start_tools(tools: Mapping[str, Tool]) -> None:
     """Begin each tool's warm-up in the background (spare processes, indexes); returns at once."""
-    _each(tools, "start")
+    for tool in tools.values():
+        tool.start()
 
 
 def prepare_tools(tools: Mapping[str, Tool]) -> None:
     """Finish each tool's slow preparation now (build or load indexes), raising what it raised."""
-    _each(tools, "prepare")
-
-
-def _each(tools: Mapping[str, Tool], method: str) -> None:
-    # Optional methods, not part of the `Tool` protocol: most tools have nothing to warm.
     for tool in tools.values():
-        run = getattr(tool, method, None)
-        if callable(run):
-            run()
+        tool.prepare()
 
 
 def close_registry(tools: Mapping[str, Tool]) -> None:
     """Stop whatever processes the tools keep warm."""
-    _each(tools, "close")
+    for tool in tools.values():
+        tool.close()

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import numpy as np
 
-from tools.base import MAX_RESULT_CHARS, ToolError
+from tools.base import MAX_RESULT_CHARS, NoWarmUp, ToolError
 from tools.bm25 import Bm25Index
 from tools.documents import (
     EmptyCorpus,
@@ -350,7 +350,7 @@ class IndexNotReady(ToolError):
     """The index is still being built; the caller may try again shortly."""
 
 
-class Retrieve:
+class Retrieve(NoWarmUp):
     """The best passages from the user's documents, each with its document's title and id."""
 
     name = "Retrieve"

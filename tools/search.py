@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from tools.base import MAX_RESULT_CHARS, ToolError, cap_output
+from tools.base import MAX_RESULT_CHARS, NoWarmUp, ToolError, cap_output
 
 # Quotes a model may wrap the query in when the call grammar has not already removed them
 # (`Search('don't panic')` is not one string literal, so it arrives with its quotes).
@@ -45,8 +45,21 @@ class SearchBackend(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def min_interval_s(self) -> float:
+        """Seconds to leave between queries (politeness to a live engine; 0 for a local one)."""
+        ...
+
     async def search(self, query: str, max_results: int) -> list[SearchResult]:
         """The best results first; an empty list when nothing matched."""
+        ...
+
+    def start(self) -> None:
+        """Begin warming up (a local index) in the background; `NoWarmUp` when there is none."""
+        ...
+
+    def prepare(self) -> object:
+        """Finish warming up now, raising what it raised."""
         ...
 
 
@@ -62,7 +75,7 @@ class SearchTimeout(SearchError):
     """The backend did not answer in time."""
 
 
-class Search:
+class Search(NoWarmUp):
     """Web or corpus search with caching, single flight, pacing and retries around a backend."""
 
     name = "Search"
@@ -88,7 +101,7 @@ class Search:
         self.cache_ttl_s = cache_ttl_s
         self.cache_size = cache_size
         if min_interval_s is None:
-            min_interval_s = float(getattr(backend, "min_interval_s", 0.0))
+            min_interval_s = backend.min_interval_s
         self.min_interval_s = min_interval_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -102,15 +115,11 @@ class Search:
 
     def start(self) -> None:
         """Begin the backend's warm-up (a local index), if it has one."""
-        start = getattr(self.backend, "start", None)
-        if callable(start):
-            start()
+        self.backend.start()
 
     def prepare(self) -> None:
         """Finish the backend's warm-up now, if it has one."""
-        prepare = getattr(self.backend, "prepare", None)
-        if callable(prepare):
-            prepare()
+        self.backend.prepare()
 
     async def __call__(self, argument: str) -> str:
         return format_results(await self.results(argument))

@@ -31,6 +31,7 @@ from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 from ddgs.http_client import HttpClient
 from lxml.etree import LxmlError
 
+from tools.base import NoWarmUp
 from tools.search import RateLimited, SearchError, SearchResult, SearchTimeout
 
 # Engines whose whole search is one request built by `build_payload`; see "Left out" above.
@@ -120,7 +121,7 @@ class DdgsTransport:
         return HttpReply(int(response.status_code), str(response.text))
 
 
-class DdgsBackend:
+class DdgsBackend(NoWarmUp):
     """Live web results: ddgs's engines build and read the pages, our transport fetches them."""
 
     # DuckDuckGo throttles clients that send more than about one query a second.

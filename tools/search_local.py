@@ -27,11 +27,12 @@ from pathlib import Path
 
 import Stemmer
 
+from tools.base import NoWarmUp
 from tools.retrieval import Background, HybridIndex
 from tools.search import SearchError, SearchResult
 
 
-class LocalSearchBackend:
+class LocalSearchBackend(NoWarmUp):
     """Search over the documents at `corpus`; results are `doc://<doc_id>`."""
 
     name = "local"

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 from fakes import FakeTime
 
-from tools.base import MAX_RESULT_CHARS, Tool, ToolError
+from tools.base import MAX_RESULT_CHARS, NoWarmUp, Tool, ToolError
 from tools.search import (
     RateLimited,
     Search,
@@ -34,10 +34,11 @@ YUSHAN = SearchResult(
 )
 
 
-class FakeBackend:
+class FakeBackend(NoWarmUp):
     """Answers from `results`, or with the next scripted outcome in `script` while there is one."""
 
     name = "fake"
+    min_interval_s = 0.0
 
     def __init__(
         self, results: list[SearchResult] | None = None, fake_time: FakeTime | None = None

@@ -22,10 +22,12 @@ def webgpt_app(start_app, fixture_web):  # noqa: F811 (the fixture imported abov
     from agent_server.pages import PageFetcher
     from agent_server.runtime import open_pages
     from agent_server.webgpt import WebGPT
+    from tools.base import NoWarmUp
     from tools.search import Search, SearchResult
 
-    class FixtureSearch:
+    class FixtureSearch(NoWarmUp):
         name = "fixture"
+        min_interval_s = 0.0
 
         async def search(self, query: str, max_results: int) -> list[SearchResult]:  # noqa: ARG002
             paths = ["/article", "/plain"]
