@@ -16,21 +16,21 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent_server import strategies
-from agent_server.calls import quote, render
-from agent_server.citations import references
-from agent_server.decoding import Sampling
+from agent_server.core import strategies
+from agent_server.core.decoding import Sampling
+from agent_server.core.events import CallEvent, FinalEvent, ResultEvent
+from agent_server.core.grammar import quote, render
+from agent_server.core.prompts import Prompt
 from agent_server.errors import AgentError, ConfigError
 from agent_server.evals import math as evals_math
 from agent_server.evals import qa as evals_qa
 from agent_server.evals.runner import Progress, read_jsonl
-from agent_server.events import CallEvent, FinalEvent, ResultEvent
-from agent_server.prompts import Prompt
 from agent_server.runtime import build_engine, build_tools, build_webgpt, prompt_style
 from agent_server.settings import Settings
 from agent_server.toolformer import corpus, generate
 from agent_server.toolformer.config import FinetuneConfig
 from agent_server.toolformer.generate import GenerateConfig
+from agent_server.webgpt.citations import references
 from tools.base import invoke
 from tools.registry import close_registry, prepare_tools
 
@@ -166,7 +166,7 @@ def _answer_label(sample: int | None, members: Sequence[str]) -> str:
 
 def _print_final(final: FinalEvent, model: str, args: argparse.Namespace) -> None:
     if args.json:
-        from agent_server.schemas import AskResponse
+        from agent_server.http.schemas import AskResponse
 
         print(AskResponse.from_final(final, model).model_dump_json(indent=2))
         return
@@ -472,7 +472,7 @@ def _model_server(settings: Settings, host: str, port: int) -> int:
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
 
-    from agent_server.app import create_app
+    from agent_server.http.app import create_app
 
     # One JSON line per request from our own access log (with its request id), not uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(message)s")

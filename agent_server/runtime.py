@@ -4,15 +4,15 @@ and WebGPT mode around that engine: its search, its pages and its budget."""
 from __future__ import annotations
 
 from agent_server.backends import Backend, load_backend
-from agent_server.browser import BrowserLimits, OpenPage
-from agent_server.engine import Engine, EngineConfig
+from agent_server.core.engine import Engine, EngineConfig
+from agent_server.core.prompts import Prompt, PromptStyle
 from agent_server.errors import ConfigError, PageError
 from agent_server.models import ModelSource
-from agent_server.pages import PageFetcher
-from agent_server.prompts import Prompt, PromptStyle
-from agent_server.readable import Page, plain_page
 from agent_server.settings import Settings
-from agent_server.webgpt import WebGPT, WebGPTConfig
+from agent_server.webgpt.agent import WebGPT, WebGPTConfig
+from agent_server.webgpt.browser import BrowserLimits, OpenPage
+from agent_server.webgpt.pages import PageFetcher
+from agent_server.webgpt.readable import Page, plain_page
 from tools.base import Tool
 from tools.embedder import EmbedderNotAvailable
 from tools.registry import build_registry, close_registry, start_tools

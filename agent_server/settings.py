@@ -10,8 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_server.backends import BackendKind
 from agent_server.backends.remote import RemoteConfig
+from agent_server.core.strategies import CHOICES, DEFAULT_SAMPLES, DEFAULT_STRATEGY, MAX_SAMPLES
 from agent_server.models import DEFAULT_MODEL
-from agent_server.strategies import CHOICES, DEFAULT_SAMPLES, DEFAULT_STRATEGY, MAX_SAMPLES
 from tools.registry import TOOL_NAMES, ToolOptions
 
 

@@ -37,12 +37,12 @@ from pathlib import Path
 
 from agent_server.backends import Backend, load_backend
 from agent_server.backends.remote import RemoteConfig
-from agent_server.decoding import Sampling
-from agent_server.engine import Engine
-from agent_server.events import FinalEvent, TokenEvent
+from agent_server.core.decoding import Sampling
+from agent_server.core.engine import Engine
+from agent_server.core.events import FinalEvent, TokenEvent
+from agent_server.core.prompts import Prompt, Rendered
 from agent_server.model_server import running
 from agent_server.models import resolve
-from agent_server.prompts import Prompt, Rendered
 from agent_server.settings import Settings
 
 LONG = "Write a long, detailed essay on the history of the Roman Empire, from founding to fall."

@@ -33,8 +33,8 @@ from typing import TypeVar
 import numpy as np
 
 from agent_server.backends import Backend, Logits, Session, Vocabulary
-from agent_server.engine import Engine
-from agent_server.prompts import Prompt
+from agent_server.core.engine import Engine
+from agent_server.core.prompts import Prompt
 from agent_server.runtime import build_engine, load_model
 from agent_server.settings import Settings
 

@@ -26,11 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-from agent_server.citations import MARKER_NUMBERS
+from agent_server.core.events import FinalEvent
 from agent_server.evals.scoring import contains_answer
-from agent_server.events import FinalEvent
 from agent_server.runtime import build_engine, build_webgpt
 from agent_server.settings import Settings
+from agent_server.webgpt.citations import MARKER_NUMBERS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -12,8 +12,8 @@ import pytest
 from doubles import EchoTool
 
 from agent_server.backends.scripted import Reply, ScriptedBackend
-from agent_server.engine import Engine, EngineConfig
-from agent_server.prompts import Prompt
+from agent_server.core.engine import Engine, EngineConfig
+from agent_server.core.prompts import Prompt
 from agent_server.settings import Settings
 from tools.base import Tool
 

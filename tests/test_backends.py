@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from agent_server.backends import Backend, load_backend
-from agent_server.engine import Engine
+from agent_server.core.engine import Engine
+from agent_server.core.numbers import last_number
+from agent_server.core.prompts import Prompt
 from agent_server.model_server import running
 from agent_server.models import resolve
-from agent_server.numbers import last_number
-from agent_server.prompts import Prompt
 from agent_server.settings import Settings
 from tools.calculator import Calculator
 

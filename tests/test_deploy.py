@@ -25,7 +25,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from jsonschema import Draft201909Validator
 
-from agent_server.app import create_app
+from agent_server.http.app import create_app
 from agent_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

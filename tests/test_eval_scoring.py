@@ -9,14 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import binomtest
 
-from agent_server.evals.scoring import (
-    contains_answer,
-    exact_match,
-    mcnemar_p,
-    normalise,
-    percentile,
-)
-from agent_server.numbers import (
+from agent_server.core.numbers import (
     as_number,
     first_number,
     last_number,
@@ -25,6 +18,13 @@ from agent_server.numbers import (
     numbers,
     same_number,
     written_as,
+)
+from agent_server.evals.scoring import (
+    contains_answer,
+    exact_match,
+    mcnemar_p,
+    normalise,
+    percentile,
 )
 
 

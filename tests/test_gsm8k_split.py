@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent_server.prompts import read_prompt
+from agent_server.core.prompts import read_prompt
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from agent_server.decoding import Sampling
+from agent_server.core.decoding import Sampling
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ import re
 import pytest
 from serving import served_process
 
-from agent_server.numbers import last_number, same_number
+from agent_server.core.numbers import last_number, same_number
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from cli_run import cli
 
-from agent_server.numbers import last_number, same_number
-from agent_server.prompts import Prompt
+from agent_server.core.numbers import last_number, same_number
+from agent_server.core.prompts import Prompt
 from agent_server.toolformer.corpus import (
     INSTRUCTION,
     own_answers,

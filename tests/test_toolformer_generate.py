@@ -16,7 +16,7 @@ import torch
 from tiny_model import TEXT, tiny_model
 
 from agent_server.backends.transformers import TransformersBackend
-from agent_server.prompts import Prompt
+from agent_server.core.prompts import Prompt
 from agent_server.toolformer.filtering import weighted_loss, weights
 from agent_server.toolformer.generate import (
     GenerateConfig,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_server.decoding import Sampling
-from agent_server.engine import Engine
-from agent_server.events import FinalEvent
+from agent_server.core.decoding import Sampling
+from agent_server.core.engine import Engine
+from agent_server.core.events import FinalEvent
 from tools.registry import ToolOptions, build_registry, prepare_tools
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]

@@ -8,7 +8,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from agent_server.prompts import Prompt
+from agent_server.core.prompts import Prompt
 from tools.calculator import Calculator
 
 TEXT = "The farm had 120 sheep and bought 45 more, so it had 165 sheep."

@@ -6,7 +6,7 @@ for the next token. The engine feeds each token it chooses and, after a tool cal
 result, so a prefix is never encoded twice.
 
 Token choice (greedy or sampled, the call rule, the name constraint) lives in
-`agent_server.decoding`, so every backend decodes by the same rules.
+`agent_server.core.decoding`, so every backend decodes by the same rules.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ token of every answer in progress, and a chunk of any prompt still being read (c
 batching). A step costs little more for four sequences than for one on a CPU, so throughput
 grows with clients instead of queueing them.
 
-Left out: llama.cpp's own samplers and grammars. Token choice stays in `agent_server.decoding`,
+Left out: llama.cpp's own samplers and grammars. Token choice stays in `agent_server.core.decoding`,
 so both backends decode by exactly the same rules.
 
 Built on llama-cpp-python's low-level API (`llama_cpp` and its `_internals` wrappers, pinned in

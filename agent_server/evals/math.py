@@ -29,14 +29,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_server import numbers, strategies
-from agent_server.decoding import Sampling
-from agent_server.engine import Engine
+from agent_server.core import numbers, strategies
+from agent_server.core.decoding import Sampling
+from agent_server.core.engine import Engine
+from agent_server.core.events import FinalEvent
 from agent_server.errors import ConfigError
 from agent_server.evals import report, scoring
 from agent_server.evals.report import Column
 from agent_server.evals.runner import Journal, Progress, read_jsonl, run_all
-from agent_server.events import FinalEvent
 from agent_server.runtime import build_engine
 from agent_server.settings import Settings
 

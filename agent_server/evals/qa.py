@@ -33,9 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent_server.citations import MARKER_NUMBERS
-from agent_server.decoding import Sampling
-from agent_server.engine import Engine, final_event
+from agent_server.core.decoding import Sampling
+from agent_server.core.engine import Engine, final_event
 from agent_server.errors import ConfigError
 from agent_server.evals import report, scoring
 from agent_server.evals.recall import gold_rank
@@ -43,7 +42,8 @@ from agent_server.evals.report import Column
 from agent_server.evals.runner import Progress, read_jsonl, run_all
 from agent_server.runtime import build_engine, build_webgpt
 from agent_server.settings import Settings
-from agent_server.webgpt import WebGPT
+from agent_server.webgpt.agent import WebGPT
+from agent_server.webgpt.citations import MARKER_NUMBERS
 
 if TYPE_CHECKING:
     from tools.retrieval import HybridIndex, Mode

@@ -1,6 +1,6 @@
 """How an answer is scored: SQuAD's exact match and containment, a percentile, a mean, a share,
 McNemar's exact test for two systems answering the same questions.
-Numbers in answers are read and compared by `agent_server.numbers`, the service's own rules.
+Numbers in answers are read and compared by `agent_server.core.numbers`, the service's own rules.
 
 All pure functions.
 

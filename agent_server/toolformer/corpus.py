@@ -41,7 +41,7 @@ from agent_server.errors import ConfigError
 from agent_server.toolformer.word_problems import one_step_problems
 
 if TYPE_CHECKING:
-    from agent_server.engine import Engine
+    from agent_server.core.engine import Engine
     from agent_server.evals.runner import Progress
 
 GENERATOR = "gsm_symbolic"
@@ -121,8 +121,8 @@ async def own_answers(
 ) -> list[dict[str, Any]]:
     """Records {id, text} of the problems the model answers right without tools, each text the
     problem and the model's answer as written: in the service's one-sentence style, greedy."""
-    from agent_server import numbers
-    from agent_server.decoding import Sampling
+    from agent_server.core import numbers
+    from agent_server.core.decoding import Sampling
     from agent_server.evals.runner import run_all
 
     async def one(problem: dict[str, Any]) -> dict[str, Any] | None:

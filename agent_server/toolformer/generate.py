@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent_server import numbers
-from agent_server.calls import Call, parse, render
+from agent_server.core import numbers
+from agent_server.core.grammar import Call, parse, render
+from agent_server.core.prompts import Prompt
 from agent_server.evals.runner import Progress
-from agent_server.prompts import Prompt
 from agent_server.toolformer.filtering import Losses, weighted_loss, weights
 from tools.base import Tool, invoke
 

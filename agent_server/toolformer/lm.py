@@ -26,9 +26,9 @@ import numpy.typing as npt
 
 from agent_server.backends import Backend
 from agent_server.backends.base import Logits, Session
-from agent_server.calls import Phase
-from agent_server.decoding import Sampling, TokenChooser
-from agent_server.prefix_cache import PrefixCache
+from agent_server.core.decoding import Sampling, TokenChooser
+from agent_server.core.grammar import Phase
+from agent_server.core.prefix_cache import PrefixCache
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from agent_server.calls import Call, parse
+from agent_server.core.grammar import Call, parse
 from tools.base import Tool, ToolError, invoke
 from tools.documents import Document, DocumentError, split_passages
 from tools.embedder import INSTALL, Embedder, EmbedderNotAvailable, Vectors, model_dir

@@ -16,10 +16,10 @@ from doubles import EchoTool, RefusingTool, SlowTool
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from serving import serve, wait_ready
 
-from agent_server.app import create_app
 from agent_server.backends.scripted import ScriptedBackend
-from agent_server.engine import Engine
-from agent_server.prompts import Prompt
+from agent_server.core.engine import Engine
+from agent_server.core.prompts import Prompt
+from agent_server.http.app import create_app
 from agent_server.settings import Settings
 from tools.base import Tool
 

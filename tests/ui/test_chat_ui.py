@@ -12,8 +12,8 @@ from doubles import BrokenTool, EchoTool, PrintingPython, RefusingTool, SlowTool
 from playwright.sync_api import Page, expect
 
 from agent_server.backends.scripted import ScriptedBackend
-from agent_server.engine import Engine, EngineConfig
-from agent_server.prompts import Prompt
+from agent_server.core.engine import Engine, EngineConfig
+from agent_server.core.prompts import Prompt
 from agent_server.settings import Settings
 
 

@@ -9,7 +9,7 @@ import pytest
 from chat_page import SCREENSHOTS, ask, png_size
 from playwright.sync_api import Page, expect
 
-from agent_server.engine import Engine
+from agent_server.core.engine import Engine
 from tools.calculator import Calculator
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]

@@ -18,10 +18,10 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture
 def webgpt_app(start_app, fixture_web):  # noqa: F811 (the fixture imported above)
-    from agent_server.engine import Engine
-    from agent_server.pages import PageFetcher
+    from agent_server.core.engine import Engine
     from agent_server.runtime import open_pages
-    from agent_server.webgpt import WebGPT
+    from agent_server.webgpt.agent import WebGPT
+    from agent_server.webgpt.pages import PageFetcher
     from tools.base import NoWarmUp
     from tools.search import Search, SearchResult
 
