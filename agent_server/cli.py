@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agent_server import answering
+from agent_server.answering import AnswerRequest
 from agent_server.core import strategies
 from agent_server.core.decoding import Sampling
 from agent_server.core.events import CallEvent, FinalEvent, ResultEvent
@@ -114,32 +116,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _ask(settings: Settings, args: argparse.Namespace) -> int:
     engine = build_engine(settings)
     try:
-        sampling = Sampling(
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-            stop=tuple(args.stop),
-            max_new_tokens=args.max_new_tokens or settings.max_new_tokens,
-        )
-        webgpt = build_webgpt(settings, engine) if args.mode == "webgpt" else None
-        events = (
-            webgpt.stream(args.question, sampling=sampling)
-            if webgpt is not None
-            else engine.stream(
-                args.question,
-                strategy=args.strategy,
-                samples=args.samples,
-                sampling=sampling,
-                tools=args.tools,
-                max_calls=args.max_calls,
-            )
+        asked = AnswerRequest(
+            args.question,
+            mode=args.mode,
+            strategy=args.strategy,
+            samples=args.samples,
+            tools=args.tools,
+            max_calls=args.max_calls,
+            sampling=Sampling(
+                temperature=args.temperature,
+                top_p=args.top_p,
+                seed=args.seed,
+                stop=tuple(args.stop),
+                max_new_tokens=args.max_new_tokens or settings.max_new_tokens,
+            ),
         )
         # A consensus's answers are its strategies: the trace names them, not sample numbers.
-        plan = (
-            None
-            if webgpt is not None
-            else engine.plan(args.question, strategy=args.strategy, tools=args.tools)
-        )
+        plan = answering.plan(asked, engine)
+        webgpt = build_webgpt(settings, engine) if args.mode == "webgpt" else None
+        events = answering.answer(asked, engine, webgpt)
         members = () if plan is None else plan.strategy.voters
         async for event in events:
             if args.trace and isinstance(event, CallEvent):

@@ -29,9 +29,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_server import answering
+from agent_server.answering import AnswerRequest
 from agent_server.core import numbers, strategies
 from agent_server.core.decoding import Sampling
-from agent_server.core.engine import Engine
+from agent_server.core.engine import Engine, final_event
 from agent_server.core.events import FinalEvent
 from agent_server.errors import ConfigError
 from agent_server.evals import report, scoring
@@ -137,10 +139,11 @@ async def answer(
         max_new_tokens=config.max_new_tokens,
     )
     tools = TOOLFORMER_TOOLS if mode.strategy == "toolformer" else None
-    started = time.perf_counter()
-    final = await engine.run(
-        question, strategy=mode.strategy, samples=mode.samples, sampling=sampling, tools=tools
+    asked = AnswerRequest(
+        question, strategy=mode.strategy, samples=mode.samples, tools=tools, sampling=sampling
     )
+    started = time.perf_counter()
+    final = await final_event(answering.answer(asked, engine, None))
     return final, time.perf_counter() - started
 
 

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_server import answering
+from agent_server.answering import AnswerRequest
 from agent_server.core.decoding import Sampling
 from agent_server.core.engine import Engine, final_event
 from agent_server.errors import ConfigError
@@ -129,11 +131,10 @@ async def answer_item(
     text = str(question["question"])
     started = time.perf_counter()
     if mode == "webgpt":
-        if webgpt is None:
-            raise ValueError("mode webgpt needs a WebGPT agent")
-        final = await final_event(webgpt.stream(text, sampling=sampling))
+        asked = AnswerRequest(text, mode="webgpt", sampling=sampling)
     else:
-        final = await engine.run(text, sampling=sampling, tools=TOOLS[mode])
+        asked = AnswerRequest(text, tools=TOOLS[mode], sampling=sampling)
+    final = await final_event(answering.answer(asked, engine, webgpt))
     latency = time.perf_counter() - started
     gold, gold_docs = list(question["answers"]), set(question.get("gold_doc_ids", ()))
     answer = final.answer.removesuffix(final.note)  # the service's note is not the model's

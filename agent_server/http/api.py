@@ -26,12 +26,13 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from agent_server.core.decoding import Sampling
+from agent_server import answering
 from agent_server.core.engine import final_event
 from agent_server.core.events import (
     AnswerEvent,
@@ -41,7 +42,7 @@ from agent_server.core.events import (
     ResultEvent,
     TokenEvent,
 )
-from agent_server.errors import AgentError, BadRequest, Conflict, NotFound, NotReady
+from agent_server.errors import AgentError, Conflict, NotFound, NotReady
 from agent_server.http.deps import (
     AdmissionDep,
     DocumentsDep,
@@ -64,7 +65,6 @@ from agent_server.http.schemas import (
     ToolInfo,
     TraceItem,
 )
-from agent_server.settings import Settings
 from agent_server.storage.store import NewTurn
 from tools.documents import DocumentError
 from tools.retrieval import IndexNotReady
@@ -95,38 +95,17 @@ async def ask(
     admission: AdmissionDep,
     metrics: MetricsDep,
 ) -> Response:
-    _check_mode(body)
-    if body.mode == "toolformer":  # an unknown tool or strategy is a 400 before any work
-        engine.plan(
-            body.question,
-            strategy=body.strategy,
-            samples=body.samples,
-            tools=body.tools,
-            max_calls=body.max_calls,
-        )
-    history: list[tuple[str, str]] = []
-    if body.conversation_id is not None:
+    asked = body.answer_request(settings.max_new_tokens)
+    answering.plan(asked, engine)  # an unknown tool or strategy is a 400 before any work
+    if body.conversation_id is not None:  # (an unknown id is a 404 in either mode)
         history = await store.history(body.conversation_id, engine.prompt.history_turns)
-
-    def start() -> AsyncGenerator[Event, None]:
-        sampling = _sampling(body, settings)
-        if body.mode == "webgpt":  # a question browsed on its own: the sources are the context
-            return webgpt.stream(body.question, sampling=sampling)
-        return engine.stream(
-            body.question,
-            strategy=body.strategy,
-            samples=body.samples,
-            sampling=sampling,
-            tools=body.tools,
-            max_calls=body.max_calls,
-            history=history,
-        )
+        asked = replace(asked, history=history)
 
     @asynccontextmanager
-    async def answering() -> AsyncIterator[AsyncGenerator[Event, None]]:
+    async def answered() -> AsyncIterator[AsyncGenerator[Event, None]]:
         """A queue slot, the time limit, and the answer's events, closed on every exit."""
         async with admission.limit(settings.request_timeout_s), admission.slot():
-            events = start()
+            events = answering.answer(asked, engine, webgpt)
             try:
                 yield events
             finally:
@@ -143,13 +122,13 @@ async def ask(
     if body.stream:
         admission.check()  # a full queue is a 429 before the stream's 200
         return StreamingResponse(
-            _sse(answering, remember),
+            _sse(answered, remember),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     async def answer() -> AskResponse:
-        async with answering() as events:
+        async with answered() as events:
             return await remember(await final_event(events))
 
     response = await _unless_disconnected(request, answer())
@@ -232,24 +211,6 @@ async def search_documents(
 async def delete_document(document_id: str, documents: DocumentsDep) -> Response:
     await documents.delete(document_id)
     return Response(status_code=204)
-
-
-def _check_mode(body: AskRequest) -> None:
-    toolformer_only = (body.tools, body.max_calls, body.strategy, body.samples)
-    if body.mode == "webgpt" and any(option is not None for option in toolformer_only):
-        raise BadRequest(
-            "tools, max_calls, strategy and samples apply to mode 'toolformer'; webgpt mode browses"
-        )
-
-
-def _sampling(body: AskRequest, settings: Settings) -> Sampling:
-    return Sampling(
-        temperature=body.temperature,
-        top_p=body.top_p,
-        seed=body.seed,
-        stop=tuple(s for s in body.stop if s),
-        max_new_tokens=body.max_new_tokens or settings.max_new_tokens,
-    )
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:

@@ -36,7 +36,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
-from agent_server.core.decoding import Sampling
+from agent_server import answering
 from agent_server.core.engine import Engine, final_event
 from agent_server.core.events import (
     AnswerEvent,
@@ -129,24 +129,9 @@ async def chat_completions(
 ) -> Response:
     model = _served(body.model, engine)
     body.check()
-    question, history = body.conversation()
-    sampling = Sampling(
-        temperature=body.temperature or 0.0,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        seed=body.seed,
-        stop=body.stop_strings(),
-        max_new_tokens=body.max_completion_tokens or body.max_tokens or settings.max_new_tokens,
-    )
-    options = body.agent
-    events = engine.stream(
-        question,
-        strategy=options.strategy if options else None,
-        samples=options.samples if options else None,
-        sampling=sampling,
-        tools=options.tools if options else None,
-        max_calls=options.max_calls if options else None,
-        history=history,
-    )
+    asked = body.answer_request(settings.max_new_tokens)
+    answering.plan(asked, engine)  # an unknown tool or strategy is a 400 before any work
+    events = answering.answer(asked, engine, None)
     timeout_s = settings.request_timeout_s
     if not body.stream:
         try:

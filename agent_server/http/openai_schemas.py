@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent_server.answering import AnswerRequest
+from agent_server.core.decoding import Sampling
 from agent_server.core.events import FinalEvent, ResultEvent, StopReason
 from agent_server.core.strategies import MAX_SAMPLES, StrategyChoice
 from agent_server.errors import InvalidRequest
@@ -106,6 +108,29 @@ class ChatRequest(BaseModel):
                 )
         if len(self.stop_strings()) > 4:
             raise InvalidRequest("stop takes at most 4 strings", "stop")
+
+    def answer_request(self, max_new_tokens: int | None) -> AnswerRequest:
+        """The request to answer, after `check` (`max_new_tokens`: the service's budget, unless
+        the body sets one)."""
+        question, history = self.conversation()
+        sampling = Sampling(
+            temperature=self.temperature or 0.0,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            seed=self.seed,
+            stop=self.stop_strings(),
+            max_new_tokens=self.max_completion_tokens or self.max_tokens or max_new_tokens,
+        )
+        if self.agent is None:
+            return AnswerRequest(question, sampling=sampling, history=history)
+        return AnswerRequest(
+            question,
+            strategy=self.agent.strategy,
+            samples=self.agent.samples,
+            tools=self.agent.tools,
+            max_calls=self.agent.max_calls,
+            sampling=sampling,
+            history=history,
+        )
 
     def stop_strings(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else self.stop or []

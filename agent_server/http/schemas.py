@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_server.answering import AnswerRequest
+from agent_server.core.decoding import Sampling
 from agent_server.core.events import CallEvent, FinalEvent, ResultEvent, StopReason
 from agent_server.core.strategies import MAX_SAMPLES, StrategyChoice
 from agent_server.storage.document_sync import LocalDocument
@@ -51,6 +53,25 @@ class AskRequest(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: list[str] = Field(default_factory=list, max_length=8, description="stop strings")
+
+    def answer_request(self, max_new_tokens: int | None) -> AnswerRequest:
+        """The request to answer (`max_new_tokens`: the service's budget, unless one is asked)."""
+        sampling = Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=tuple(s for s in self.stop if s),
+            max_new_tokens=self.max_new_tokens or max_new_tokens,
+        )
+        return AnswerRequest(
+            self.question,
+            mode=self.mode,
+            strategy=self.strategy,
+            samples=self.samples,
+            tools=self.tools,
+            max_calls=self.max_calls,
+            sampling=sampling,
+        )
 
 
 class TraceItem(BaseModel):
