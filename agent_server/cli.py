@@ -1,5 +1,9 @@
 """`agent-server`: ask a question, prepare the model, serve the API, run one tool directly, or
-measure answers with and without tools (`eval`)."""
+measure answers with and without tools (`eval`).
+
+Long (over 300 lines) because it is every subcommand's flags and their translation into calls;
+the work itself lives in the modules it calls.
+"""
 
 from __future__ import annotations
 

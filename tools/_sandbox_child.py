@@ -17,6 +17,9 @@ when imported, so the parent can take its protocol constants from it.
 Left out: the audit hook is a second line, not a boundary (see `tools.python_sandbox`). After
 the uid drop, a module that was not imported ahead can be imported only if the new uid can read
 its file; where the interpreter lies under /root, that rules out the rest of the standard library.
+
+Long (over 300 lines) because it runs alone in the child: it may import nothing of this project,
+so its limits, audit hook and run loop are all here.
 """
 
 from __future__ import annotations

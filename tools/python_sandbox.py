@@ -40,6 +40,9 @@ only the PID namespace keeps it from signalling the server and only the hook kee
 server's files. Without `unshare`, only the hook keeps it off the network. Where nobody cannot
 read the standard library (as here), the code can import only the standard modules that the
 child imported ahead (`tools._sandbox_child.PRELOAD`).
+
+Long (over 300 lines) because the parent's side of the sandbox (spawning, limits, time-outs,
+the warm child's protocol) is one security boundary, read as a whole.
 """
 
 from __future__ import annotations

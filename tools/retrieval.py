@@ -28,6 +28,9 @@ tool error, that indexing goes on.
 Left out: updating an index in place (any change to the corpus rebuilds it all), noticing a
 change while the service runs (the index is opened once per process), several processes sharing
 one index folder, and re-ranking with a cross-encoder.
+
+Long (over 300 lines) because the hybrid index (build, save, load, fuse) and the tool that waits
+for it in the background change together.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ answers interleave their steps (a batching backend decodes them together).
 How the model is asked to reason is a `strategies.Strategy`, chosen per answer; with several
 samples, the prompt is read once and forked, and the samples' values are put to a vote
 (`consistency`).
+
+Long (over 300 lines) because planning, the decoding loop, samples and a consensus's rounds
+share the session and thread handling; the rules they apply live in `decoding`, `grammar`,
+`strategies` and `consistency`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ arguments instead (indented, with trailing commas); see prompts/strategies/progr
 
 Left out on purpose: keyword arguments and several arguments per call. A tool takes one string;
 `Call.argument` unquotes it when it is a single string literal.
+
+Long (over 300 lines) because the streaming scanner and the whole-text readers (parse, strip,
+render) must agree character for character: they share one state machine here.
 """
 
 from __future__ import annotations

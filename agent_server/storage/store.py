@@ -19,6 +19,9 @@ copy learns to remove it, even one that was down at the time.
 Opening waits (it belongs in the lifespan, before serving) and runs the pending schema
 migrations; every other call is async. Left out: search, editing or branching turns, a cap on
 conversations kept.
+
+Long (over 300 lines) because it holds both schemas' migrations and every query in one place,
+where a change to the tables is reviewed.
 """
 
 from __future__ import annotations

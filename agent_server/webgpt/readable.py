@@ -17,6 +17,9 @@ Never raises on bad input: empty, binary or unparsable input gives a page with e
 Left out: style sheets (only inline styles can hide), images (an `alt` text only names an
 otherwise empty link), indentation in `<pre>` and nested lists, frames, text that only
 JavaScript would render. The HTML parser flattens nesting deeper than 256 elements.
+
+Long (over 300 lines) because it is one HTML walk: the block, inline and skipped elements and
+the link numbering share its state.
 """
 
 from __future__ import annotations
