@@ -19,6 +19,7 @@ import pytest
 
 from agent_server.model_server import free_port
 
+pytestmark = pytest.mark.model  # each replica loads the default model
 FACT = "The Quillfeather 9 pump's warranty lasts thirty-seven months from installation."
 
 
