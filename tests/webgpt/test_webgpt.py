@@ -137,7 +137,7 @@ def test_invalid_commands_use_up_the_budget_and_no_quote_means_no_answer(agent):
 def test_time_limit_stops_browsing_and_the_answer_says_so(agent):
     async def slow_open(url: str) -> Page:
         if "alps" in url:
-            await asyncio.sleep(5)
+            await asyncio.Event().wait()  # a page that never loads: only the time limit ends it
         return await open_page(url)
 
     webgpt, _ = agent("Yushan [1].", open_page=slow_open, time_limit_s=0.5)
