@@ -288,16 +288,11 @@ class Engine:
         started = time.perf_counter()
         tools = list(plan.tools)
         finals: dict[int, FinalEvent] = {}
-        for round_ in plan.strategy.rounds:
+        for names in plan.strategy.rounds:
             start = len(finals)
             plans = [
-                self.plan(
-                    question,
-                    strategy=name,
-                    sampling=self._member_sampling(plan.sampling, sampled=round_.sampled, index=i),
-                    tools=tools,
-                )
-                for i, name in enumerate(round_.names, start)
+                self.plan(question, strategy=name, sampling=plan.sampling, tools=tools)
+                for name in names
             ]
             answers = [self._member(question, p, history, start + i) for i, p in enumerate(plans)]
             async for event in self._gathered(answers, finals, offset=start):
@@ -309,17 +304,6 @@ class Engine:
         reading = _Reading(prompt_tokens, started, max(f.timings.prefill_s for f in ordered))
         async for event in self._voted(ordered, reading, plan, by_order=True):
             yield event
-
-    def _member_sampling(self, sampling: Sampling, *, sampled: bool, index: int) -> Sampling:
-        """A member's decoding: the request's; an escalation's answers sampled (greedy would
-        repeat the members' answers), each with its own seed when the request sets one."""
-        if not sampled:
-            return sampling
-        return replace(
-            sampling,
-            temperature=sampling.temperature or self.config.sample_temperature,
-            seed=None if sampling.seed is None else sampling.seed + index,
-        )
 
     def _member(
         self, question: str, plan: Plan, history: Sequence[tuple[str, str]], index: int

@@ -14,11 +14,10 @@ answer's value is read from what it wrote.
     cot         the model alone, as a user of llama.cpp or Ollama asks it: its chat template with
                 its own system prompt, "Please reason step by step, and put your final answer
                 within \\boxed{}", no tools. The baseline the others are measured against.
-    consensus   several of them vote (Liu et al., 2023's mixture of reasoning methods, stopped
+    consensus   three of them vote (Liu et al., 2023's mixture of reasoning methods, stopped
                 early as in Aggarwal et al., 2023): tir and program answer side by side; when
-                their values agree that is the answer, else cot answers too; when the three
-                still hold no majority, four sampled answers (tir, program, tir, program) join
-                the vote, and the most votes win (a tie: the earliest answer's value)
+                their values agree that is the answer, else cot answers too and the most votes
+                win (a three-way split: tir's value)
     auto        consensus for a question that holds a number, else toolformer (`route`)
 
 Self-consistency (several samples and a vote) applies to any of them: `consistency`.
@@ -48,14 +47,6 @@ PROGRAM_TOOL = "Python"
 
 
 @dataclass(frozen=True)
-class Round:
-    """Answers an ensemble asks for together; `sampled`: at the sample temperature."""
-
-    names: tuple[StrategyName, ...]
-    sampled: bool
-
-
-@dataclass(frozen=True)
 class Strategy:
     name: StrategyName
     summary: str
@@ -74,27 +65,20 @@ class Strategy:
     inline: bool = True  # whether `[Name(…)]` is a call (else `[` is text: LaTeX's `\[` …)
     question_template: str | None = None  # the user's message, when the question is wrapped
     # An ensemble answers in rounds, each asked only while the answers so far hold no majority
-    # (`consistency.decided`): its members side by side, then its tiebreakers, then the
-    # escalation, sampled at the service's sample temperature (greedy answers would repeat the
-    # members'). The most votes win, a tie the earliest answer's value (`consistency.tally`).
+    # (`consistency.decided`): its members side by side, then its tiebreakers. The most votes
+    # win, a tie the earliest answer's value (`consistency.tally`).
     members: tuple[StrategyName, ...] = ()
     tiebreakers: tuple[StrategyName, ...] = ()
-    escalation: tuple[StrategyName, ...] = ()
 
     @property
-    def rounds(self) -> tuple[Round, ...]:
+    def rounds(self) -> tuple[tuple[StrategyName, ...], ...]:
         """An ensemble's rounds, in the order they are asked (empty for a single strategy)."""
-        rounds = (
-            Round(self.members, sampled=False),
-            Round(self.tiebreakers, sampled=False),
-            Round(self.escalation, sampled=True),
-        )
-        return tuple(r for r in rounds if r.names)
+        return tuple(r for r in (self.members, self.tiebreakers) if r)
 
     @property
     def voters(self) -> tuple[StrategyName, ...]:
         """Every answer an ensemble may ask for, in order: a vote's sample index names one."""
-        return (*self.members, *self.tiebreakers, *self.escalation)
+        return (*self.members, *self.tiebreakers)
 
 
 TOOLFORMER = Strategy(
@@ -167,10 +151,7 @@ COT = Strategy(
 )
 CONSENSUS = Strategy(
     name="consensus",
-    summary=(
-        "tir and program answer side by side; if they disagree, cot too; with no majority yet, "
-        "four sampled answers more; the most votes win"
-    ),
+    summary="tir and program answer side by side; if they disagree, cot too; the majority wins",
     system=None,
     framing="chat",
     examples=None,
@@ -180,11 +161,9 @@ CONSENSUS = Strategy(
     call_top_k=0,
     inline=False,
     members=("tir", "program"),
+    # Tried and dropped: when the three split three ways, four sampled tir/program answers
+    # more (README, "Reasoning with tools"): they scattered as widely, at 90-185 s a question.
     tiebreakers=("cot",),
-    # The members again, sampled: when three greedy answers split three ways, each of those
-    # values was what one way of reasoning found likeliest, and more draws show which the
-    # model reaches most often (self-consistency within the ensemble).
-    escalation=("tir", "program", "tir", "program"),
 )
 STRATEGIES: dict[str, Strategy] = {
     s.name: s for s in (TOOLFORMER, CALCULATOR, PROGRAM, TIR, COT, CONSENSUS)

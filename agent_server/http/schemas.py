@@ -21,8 +21,7 @@ STRATEGY_HELP = (
     "how to reason (toolformer mode): auto (consensus for a question with numbers, else "
     "toolformer), toolformer (sentences, tools inline), calculator (steps with Calculator "
     "calls), program (a Python program), tir (reasoning with programs), cot (the model alone), "
-    "consensus (tir and program; cot if they disagree; four samples more if still split: the "
-    "majority); default: the service's"
+    "consensus (tir and program, and cot if they disagree: the majority); default: the service's"
 )
 SAMPLES_HELP = (
     "answers to sample and vote on (self-consistency); default: the service's for its default "

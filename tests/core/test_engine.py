@@ -353,33 +353,16 @@ def test_consensus_asks_cot_when_they_disagree_and_takes_the_majority(make_engin
     assert final.trace[0].sample == 1
 
 
-def test_consensus_samples_its_members_when_three_answers_split(make_engine):
+def test_a_three_way_split_goes_to_tir_and_a_majority_of_three_wins(make_engine):
     engine, backend = make_engine(
-        ["```python\nprint(40)\n```", "So \\boxed{40}."],  # tir
-        ["```python\nprint(42)\n```", "It is 42."],  # program
-        "21 * 2 = 44, so \\boxed{44}.",  # cot: a third value, no majority yet
-        ["```python\nprint(42)\n```", "So \\boxed{42}."],  # tir, sampled
-        ["```python\nprint(40)\n```", "It is 40."],  # program, sampled
-        ["```python\nprint(42)\n```", "So \\boxed{42}."],  # tir, sampled
-        ["```python\nprint(7)\n```", "It is 7."],  # program, sampled
+        ["```python\nprint(40)\n```", "So \\boxed{40}."],
+        ["```python\nprint(42)\n```", "It is 42."],
+        "So \\boxed{44}.",
         tools=[PrintingPython()],
     )
     final = run(engine, "What is twice 21?", strategy="consensus")
-    assert len(backend.prompts) == 7
-    assert ["integrate natural language" in p for p in backend.prompts[3:]] == [
-        True,
-        False,
-        True,
-        False,
-    ]
-    assert final.value == "42" and final.sample == 1
-    assert [(v.value, v.samples) for v in final.votes] == [
-        ("42", (1, 3, 5)),
-        ("40", (0, 4)),
-        ("44", (2,)),
-        ("7", (6,)),
-    ]
-    assert final.votes[0].strategies == ("program", "tir", "tir")
+    assert len(backend.prompts) == 3 and final.value == "40" and final.sample == 0
+    assert [v.samples for v in final.votes] == [(0,), (1,), (2,)]
 
 
 def test_consensus_stops_at_a_majority_of_three(make_engine):
@@ -392,16 +375,6 @@ def test_consensus_stops_at_a_majority_of_three(make_engine):
     )
     final = run(engine, "What is twice 21?", strategy="consensus")
     assert len(backend.prompts) == 3 and final.value == "40" and final.sample == 0
-
-
-def test_an_escalation_samples_greedy_requests_with_their_own_seeds(make_engine):
-    engine, _ = make_engine(tools=[PrintingPython()], sample_temperature=0.5)
-    greedy = Sampling(temperature=0.0, seed=3)
-    assert engine._member_sampling(greedy, sampled=False, index=4) == greedy
-    sampled = engine._member_sampling(greedy, sampled=True, index=4)
-    assert (sampled.temperature, sampled.seed) == (0.5, 7)
-    warm = engine._member_sampling(Sampling(temperature=0.9), sampled=True, index=4)
-    assert (warm.temperature, warm.seed) == (0.9, None)
 
 
 def test_consensus_members_keep_their_own_token_budgets(make_engine):
