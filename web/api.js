@@ -15,11 +15,27 @@ export class ApiError extends Error {
   }
 }
 
-/** `fetch`, with every failure turned into an ApiError (an abort is passed on as it is). */
+// With AGENT_API_KEYS set, every API request carries the key the page was given; it is kept
+// for this tab only (sessionStorage), never in the page's address or on disk.
+const KEY = "agent-server.api-key";
+
+export function apiKey() {
+  return sessionStorage.getItem(KEY);
+}
+
+export function setApiKey(key) {
+  if (key) sessionStorage.setItem(KEY, key);
+  else sessionStorage.removeItem(KEY);
+}
+
+/** `fetch`, with every failure turned into an ApiError (an abort is passed on as it is). A 401
+ * also tells the page (the "api-key-needed" event), which asks for a key. */
 export async function request(path, options = {}) {
+  const key = apiKey();
+  const headers = key ? { ...options.headers, Authorization: `Bearer ${key}` } : options.headers;
   let response;
   try {
-    response = await fetch(path, options);
+    response = await fetch(path, { ...options, headers });
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(
@@ -86,6 +102,17 @@ function parseFrame(frame) {
 
 async function errorFrom(response) {
   const status = response.status;
+  if (status === 401) {
+    const refused = Boolean(apiKey());
+    window.dispatchEvent(new CustomEvent("api-key-needed", { detail: { refused } }));
+    return new ApiError(
+      "auth",
+      refused
+        ? "The server refused this API key (401). Enter the right key above, then retry."
+        : "This server needs an API key (401). Enter it above, then retry.",
+      status,
+    );
+  }
   let detail = "";
   try {
     const body = await response.json();

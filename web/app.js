@@ -3,7 +3,7 @@
 // and HTTP is api.js's.
 
 import { AnswerView } from "./answer.js";
-import { ApiError, ask, getJSON, readEvents, request } from "./api.js";
+import { ApiError, ask, getJSON, readEvents, request, setApiKey } from "./api.js";
 import { loadDocuments, setUpDocuments } from "./documents.js";
 import { checkHealth, closeMenu, isReady, setUpMenu, setUpTheme, store, stored } from "./page.js";
 
@@ -228,6 +228,31 @@ function showNote(text) {
   note.hidden = false;
 }
 
+// ---- API key ------------------------------------------------------------------------------
+
+/** With API keys set, the page asks for one at the first 401 and says plainly if it is wrong. */
+function setUpApiKey() {
+  const form = $("key-form");
+  window.addEventListener("api-key-needed", (event) => {
+    $("key-note").textContent = event.detail.refused
+      ? "That API key was refused. Enter the right one."
+      : "This server needs an API key.";
+    if (form.hidden) {
+      form.hidden = false;
+      $("api-key").focus();
+    }
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    setApiKey($("api-key").value.trim());
+    $("api-key").value = "";
+    form.hidden = true;
+    loadConversations();
+    loadDocuments();
+    question.focus();
+  });
+}
+
 // ---- wiring -------------------------------------------------------------------------------
 
 function setUp() {
@@ -267,6 +292,7 @@ function setUp() {
   setUpTheme();
   setUpMenu();
   setUpDocuments();
+  setUpApiKey();
   loadConversations();
   loadDocuments();
   watchHealth();

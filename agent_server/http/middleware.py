@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent_server.http import web_ui
 from agent_server.http.metrics import Metrics
 from agent_server.http.schemas import ErrorBody
 from agent_server.settings import Settings
@@ -51,7 +52,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_keys:
         keys = [k.get_secret_value() for k in settings.api_keys]
-        app.add_middleware(ApiKeyMiddleware, keys=keys)
+        # The chat UI's own files hold no data: the page must load to ask for a key.
+        app.add_middleware(ApiKeyMiddleware, keys=keys, public_files=web_ui.public_paths())
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -117,16 +119,23 @@ class AccessMiddleware:
 
 class ApiKeyMiddleware:
     def __init__(
-        self, app: ASGIApp, keys: Sequence[str], open_paths: Collection[str] = OPEN_PATHS
+        self,
+        app: ASGIApp,
+        keys: Sequence[str],
+        open_paths: Collection[str] = OPEN_PATHS,
+        public_files: Collection[str] = (),  # open to GET and HEAD only
     ) -> None:
         if not keys or not all(keys):
             raise ValueError("API keys must be non-empty")
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.open_paths = open_paths
+        self.public_files = public_files
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) in self.open_paths:
+        path = _route_path(scope) if scope["type"] == "http" else ""
+        public = path in self.public_files and scope.get("method") in ("GET", "HEAD")
+        if scope["type"] != "http" or path in self.open_paths or public:
             await self.app(scope, receive, send)
             return
         scheme, _, given = (_header(scope, b"authorization") or "").partition(" ")

@@ -32,6 +32,13 @@ SECURITY_HEADERS = {
 }
 
 
+def public_paths(folder: Path = WEB_DIR) -> frozenset[str]:
+    """The URL paths of the UI's files (and `/`): static code and styles, no data, so they load
+    without an API key and the page can ask for one."""
+    files = {f"/{p.relative_to(folder).as_posix()}" for p in folder.rglob("*") if p.is_file()}
+    return frozenset({"/", *files})
+
+
 def install(app: FastAPI, folder: Path = WEB_DIR) -> None:
     """Serve `folder` at `/` (index.html for `/`) where no route matches."""
     router = app.router

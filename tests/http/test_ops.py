@@ -458,6 +458,12 @@ def test_api_keys_guard_everything_but_the_health_routes(serve):
     assert app.client.get("/healthz").status_code == 200
     assert app.client.get("/readyz").status_code in (200, 503)  # open, loaded or not
     assert app.client.get("/metrics").status_code == 401
+    # The chat UI's files load without a key (the page then asks for one); nothing else does.
+    assert app.client.get("/").status_code == 200
+    assert app.client.get("/api.js").status_code == 200
+    assert app.client.post("/").status_code == 401
+    assert app.client.get("/v1/conversations").status_code == 401
+    assert app.client.get("/openapi.json").status_code == 401
     samples = _samples(app.client, Authorization="Bearer sekrit-1")
     refused = _count(
         samples, "agent_requests_total", route="/test/items/{item_id}", method="GET", status="401"
