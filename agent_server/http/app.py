@@ -20,7 +20,7 @@ from agent_server.core.engine import Engine
 from agent_server.errors import (
     AgentError,
 )
-from agent_server.http import api, middleware, openai_api, web_ui
+from agent_server.http import api, middleware, openai_api, responses_api, web_ui
 from agent_server.http.admission import Admission
 from agent_server.http.deps import EngineDep, MetricsDep
 from agent_server.http.metrics import CONTENT_TYPE, Metrics
@@ -113,6 +113,7 @@ def create_app(
 
     app.include_router(api.router)
     app.include_router(openai_api.router)
+    app.include_router(responses_api.router)
     web_ui.install(app)  # the UI's files, where no route matches
     return app
 

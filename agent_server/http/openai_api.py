@@ -47,6 +47,7 @@ from agent_server.core.events import (
     TokenEvent,
 )
 from agent_server.errors import AgentError, InvalidRequest, RequestTimeout
+from agent_server.http.admission import Admission
 from agent_server.http.deps import AdmissionDep, EngineDep, MetricsDep, SettingsDep
 from agent_server.http.openai_schemas import (
     ALIAS,
@@ -69,6 +70,7 @@ from agent_server.http.openai_schemas import (
     now,
 )
 from agent_server.http.schemas import CallItem
+from agent_server.settings import Settings
 
 log = logging.getLogger(__name__)
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|\w+\[.*\])$")
@@ -112,7 +114,7 @@ async def list_models(engine: EngineDep) -> ModelList:
 
 @router.get("/v1/models/{model}", responses=_ERRORS)
 async def get_model(model: str, engine: EngineDep) -> ModelCard:
-    return ModelCard(id=_served(model, engine))
+    return ModelCard(id=served(model, engine))
 
 
 @router.post(
@@ -127,21 +129,50 @@ async def chat_completions(
     admission: AdmissionDep,
     metrics: MetricsDep,
 ) -> Response:
-    model = _served(body.model, engine)
+    model = served(body.model, engine)
     body.check()
-    asked = body.answer_request(settings.max_new_tokens)
-    answering.plan(asked, engine)  # an unknown tool or strategy is a 400 before any work
-    events = answering.answer(asked, engine, None)
-    timeout_s = settings.request_timeout_s
     if not body.stream:
-        try:
-            async with admission.limit(timeout_s), admission.slot():
-                final = await final_event(events)
-        finally:
-            await events.aclose()
+        final = await answer_whole(body, engine, settings, admission)
         metrics.observe_final(final)
         return JSONResponse(ChatCompletion.from_final(final, model).model_dump(mode="json"))
+    first, events, limit, stream_class = await started(body, engine, settings, admission)
+    usage = bool(body.stream_options and body.stream_options.include_usage)
+    return stream_class(_chunks(first, events, model, usage, limit, metrics.observe_final))
 
+
+# -- answering (shared with the Responses API) -----------------------------------------------
+
+
+def _events(body: ChatRequest, engine: Engine, settings: Settings) -> AsyncGenerator[Event, None]:
+    asked = body.answer_request(settings.max_new_tokens)
+    answering.plan(asked, engine)  # an unknown tool or strategy is a 400 before any work
+    return answering.answer(asked, engine, None)
+
+
+async def answer_whole(
+    body: ChatRequest, engine: Engine, settings: Settings, admission: Admission
+) -> FinalEvent:
+    """The whole answer, within a queue slot and the time limit."""
+    events = _events(body, engine, settings)
+    try:
+        async with admission.limit(settings.request_timeout_s), admission.slot():
+            return await final_event(events)
+    finally:
+        await events.aclose()
+
+
+async def started(
+    body: ChatRequest, engine: Engine, settings: Settings, admission: Admission
+) -> tuple[
+    Event,
+    AsyncGenerator[Event, None],
+    tuple[float, float],
+    Callable[[AsyncGenerator[str, None]], EventStream],
+]:
+    """An answer begun in a queue slot: its first event, the rest, the time limit (deadline and
+    seconds) and how to stream a body made from them (the slot held until that stream ends)."""
+    events = _events(body, engine, settings)
+    timeout_s = settings.request_timeout_s
     deadline = asyncio.get_running_loop().time() + timeout_s
     held = AsyncExitStack()  # the model slot and the engine's generator, until the stream ends
     try:
@@ -155,9 +186,7 @@ async def chat_completions(
         await held.aclose()
         await events.aclose()  # not started if no slot was won
         raise
-    usage = bool(body.stream_options and body.stream_options.include_usage)
-    stream = _chunks(first, events, model, usage, (deadline, timeout_s), metrics.observe_final)
-    return EventStream(stream, held)
+    return first, events, (deadline, timeout_s), lambda stream: EventStream(stream, held)
 
 
 # -- streaming ------------------------------------------------------------------------------
@@ -229,7 +258,7 @@ async def _chunks(
                 if include_usage:
                     yield chunk(usage=CompletionUsage.from_final(event))
                 break
-            event = await _next_before(events, *limit)
+            event = await next_before(events, *limit)
     except RequestTimeout as exc:
         detail = ErrorDetail(message=str(exc), type="timeout")
         yield f"data: {ErrorResponse(error=detail).model_dump_json()}\n\n"
@@ -240,7 +269,7 @@ async def _chunks(
     yield "data: [DONE]\n\n"
 
 
-async def _next_before(
+async def next_before(
     events: AsyncIterator[Event], deadline: float, timeout_s: float
 ) -> Event | None:
     # A time limit per step, never across a `yield`: one held open there would cancel
@@ -257,7 +286,7 @@ async def _next_before(
 # -- pieces ---------------------------------------------------------------------------------
 
 
-def _served(requested: str | None, engine: Engine) -> str:
+def served(requested: str | None, engine: Engine) -> str:
     name = engine.backend.name
     if requested not in (None, "", name, ALIAS):
         raise InvalidRequest(

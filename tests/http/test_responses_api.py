@@ -1,0 +1,128 @@
+"""OpenAI's Responses API (`/v1/responses`) over real HTTP on loopback, driven by OpenAI's own
+Python client: text in and out, plain and streamed, with the scripted model and the Echo tool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+from doubles import EchoTool
+from serving import serve, wait_ready
+
+from agent_server.backends.scripted import ScriptedBackend
+from agent_server.core.engine import Engine
+from agent_server.core.prompts import Prompt
+from agent_server.http.app import create_app
+from agent_server.settings import Settings
+
+CALL_REPLY = ['It is [Echo("olleh")', " hello."]
+
+
+@pytest.fixture
+def backend() -> ScriptedBackend:
+    return ScriptedBackend()
+
+
+@pytest.fixture
+def oai(backend: ScriptedBackend) -> Iterator[openai.OpenAI]:
+    engine = Engine(backend, {"Echo": EchoTool()}, Prompt("chat"))
+    for client in serve(create_app(Settings(tools=[]), lambda _: engine)):
+        wait_ready(client)
+        base_url = f"{str(client.base_url).rstrip('/')}/v1"
+        with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=10) as oai:
+            yield oai
+
+
+def test_a_response_holds_the_answer_without_call_syntax_and_the_trace(oai, backend):
+    backend.queue(CALL_REPLY)
+    response = oai.responses.create(model="agent-server", input="Say hello backwards.")
+    assert response.status == "completed" and response.object == "response"
+    assert response.id.startswith("resp_") and response.model == "scripted"
+    assert response.output_text == "It is hello."
+    message = response.output[0]
+    assert message.type == "message" and message.role == "assistant"
+    assert response.usage is not None and response.usage.output_tokens > 0
+    assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+    trace = response.model_extra["agent"]["trace"]
+    assert [(t["tool"], t["result"]) for t in trace] == [("Echo", "hello")]
+    assert "Say hello backwards." in backend.prompts[0]
+
+
+def test_a_streamed_response_sends_the_semantic_events_in_order(oai, backend):
+    backend.queue(CALL_REPLY)
+    events = list(oai.responses.create(model="agent-server", input="Say hello.", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == "It is hello." == events[-1].response.output_text
+    assert "[" not in deltas
+
+
+def test_input_messages_with_text_parts_make_the_conversation(oai, backend):
+    backend.queue("Paris.")
+    response = oai.responses.create(
+        model="agent-server",
+        input=[
+            {"role": "user", "content": "Capital of Italy?"},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Rome."}]},
+            {"role": "user", "content": [{"type": "input_text", "text": "And of France?"}]},
+        ],
+    )
+    assert response.output_text == "Paris."
+    prompt = backend.prompts[0]
+    assert (
+        prompt.index("Capital of Italy?") < prompt.index("Rome.") < prompt.index("And of France?")
+    )
+
+
+def test_a_token_budget_that_runs_out_is_an_incomplete_response(oai, backend):
+    backend.queue("abcdefgh")
+    response = oai.responses.create(model="agent-server", input="Go on.", max_output_tokens=3)
+    assert response.status == "incomplete" and response.output_text == "abc"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem", "param"),
+    [
+        (
+            {"tools": [{"type": "function", "name": "f", "parameters": {}}]},
+            "not supported",
+            "tools",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            "text only",
+            "input[0].content[0]",
+        ),
+        ({"input": [{"role": "assistant", "content": "Hi."}]}, "must be from the user", None),
+        ({"max_output_tokens": 0}, "greater than or equal to 1", "max_output_tokens"),
+    ],
+)
+def test_bad_requests_are_400_in_openai_shape(oai, kwargs, problem, param):
+    kwargs = {"model": "agent-server", "input": "Hi."} | kwargs
+    with pytest.raises(openai.BadRequestError) as refused:
+        oai.responses.create(**kwargs)
+    assert problem in refused.value.message
+    if param is not None:
+        assert refused.value.param == param
+
+
+def test_an_unknown_model_is_404(oai):
+    with pytest.raises(openai.NotFoundError) as missing:
+        oai.responses.create(model="gpt-5", input="Hi.")
+    assert "does not exist" in missing.value.message
