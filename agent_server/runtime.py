@@ -15,6 +15,7 @@ from agent_server.webgpt.pages import PageFetcher
 from agent_server.webgpt.readable import Page, plain_page
 from tools.base import Tool
 from tools.embedder import EmbedderNotAvailable
+from tools.mcp_servers import McpError
 from tools.registry import build_registry, close_registry, start_tools
 from tools.search import Search
 from tools.search_local import LocalSearchBackend
@@ -23,7 +24,7 @@ from tools.search_local import LocalSearchBackend
 def build_tools(settings: Settings) -> dict[str, Tool]:
     try:
         return build_registry(settings.tools, settings.tool_options())
-    except (ValueError, EmbedderNotAvailable) as exc:  # say which setting, don't trace back
+    except (ValueError, EmbedderNotAvailable, McpError) as exc:  # say which setting, not a trace
         raise ConfigError(str(exc)) from exc
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_server.backends import BackendKind
@@ -13,6 +13,23 @@ from agent_server.backends.remote import RemoteConfig
 from agent_server.core.strategies import CHOICES, DEFAULT_SAMPLES, DEFAULT_STRATEGY, MAX_SAMPLES
 from agent_server.models import DEFAULT_MODEL
 from tools.registry import TOOL_NAMES, ToolOptions
+
+
+class McpServerSpec(BaseModel):
+    """One MCP server in `AGENT_MCP_SERVERS`: a command (stdio) or a URL, not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | None = Field(None, min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] | None = None
+    url: str | None = Field(None, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> McpServerSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server needs either a command (stdio) or a url, not both")
+        return self
 
 
 class Settings(BaseSettings):
@@ -83,6 +100,9 @@ class Settings(BaseSettings):
     # How often a replica copies uploads other replicas took (and their deletions) from the
     # database; listing the documents also does it at once.
     documents_sync_s: float = Field(default=5.0, gt=0, le=3600)
+    # MCP servers whose every tool joins the inline tools (JSON): a name → {"command": …,
+    # "args": […], "env": {…}} started over stdio, or {"url": …} for Streamable HTTP.
+    mcp_servers: dict[str, McpServerSpec] = Field(default_factory=dict)
 
     # WebGPT mode. "builtin" browses by a fixed plan (search, open the top results, quote the
     # best passage of each) since a small model cannot drive a browser reliably; "model" lets
@@ -180,4 +200,8 @@ class Settings(BaseSettings):
             index_dir=self.index_dir or self.cache_dir / "index",
             qdrant_url=self.qdrant_url,
             qdrant_api_key=self.qdrant_api_key.get_secret_value() or None,
+            mcp_servers={
+                name: server.model_dump(exclude_none=True)
+                for name, server in self.mcp_servers.items()
+            },
         )

@@ -8,9 +8,9 @@ imports its tool's module when called, so listing tools never loads torch, sympy
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tools.base import Tool
 
@@ -37,6 +37,9 @@ class ToolOptions:
     # Retrieve's embeddings in Qdrant (http(s)://host:6333, a folder, :memory:); None: index_dir.
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    # MCP servers whose tools join these (`tools.mcp_servers`): a name → {"command", "args",
+    # "env"} for stdio, or {"url"} for Streamable HTTP.
+    mcp_servers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _calculator(o: ToolOptions) -> Tool:
@@ -114,6 +117,16 @@ def build_registry(
     try:
         for name in wanted:
             built[name] = _FACTORIES[name](options)
+        if options.mcp_servers:
+            from tools.mcp_servers import connect
+
+            served = connect(options.mcp_servers)
+            clash = sorted(set(served) & set(built))
+            if clash:
+                for tool in served.values():
+                    tool.close()
+                raise ValueError(f"MCP servers list tools named like built-in ones: {clash}")
+            built.update(served)
     except BaseException:
         close_registry(built)  # don't leave warm worker processes behind
         raise
