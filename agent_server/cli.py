@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tool.add_argument("name", help="a tool's name, e.g. Calculator")
     tool.add_argument("argument", help="the call's argument, e.g. 400/1400")
 
+    commands.add_parser("mcp", help="serve the tools and an `ask` tool to MCP clients over stdio")
     serve = commands.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -100,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_tools(settings)
         if args.command == "tool":
             return asyncio.run(_run_tool(settings, args.name, args.argument))
+        if args.command == "mcp":
+            return _mcp(settings)
         if args.command == "model-server":
             return _model_server(settings, args.host, args.port)
         if args.command == "toolformer" and args.stage == "corpus":
@@ -115,6 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AgentError, ValidationError) as exc:
         print(f"agent-server: {exc}", file=sys.stderr)
         return 2
+
+
+def _mcp(settings: Settings) -> int:
+    """The MCP server over stdio: stdout is the protocol's, so nothing else may print there."""
+    from agent_server import mcp_server
+
+    tools = build_tools(settings)
+    answer = mcp_server.LazyAnswer(lambda: build_engine(settings, tools=tools))
+    try:
+        mcp_server.build(tools, answer, settings.call_timeout_s).run("stdio")
+    finally:
+        answer.close()
+        close_registry(tools)
+    return 0
 
 
 async def _ask(settings: Settings, args: argparse.Namespace) -> int:

@@ -46,12 +46,16 @@ def prompt_style(settings: Settings, source: ModelSource) -> PromptStyle:
     return source.prompt_style if settings.prompt_style == "auto" else settings.prompt_style
 
 
-def build_engine(settings: Settings) -> Engine:
-    tools = build_tools(settings)  # first: a bad tool setting fails before a minute of loading
+def build_engine(settings: Settings, tools: dict[str, Tool] | None = None) -> Engine:
+    """The engine on the model and tools the settings choose (`tools`: ones already built)."""
+    owned = tools is None
+    # First: a bad tool setting fails before a minute of loading.
+    tools = build_tools(settings) if tools is None else tools
     try:
         backend, source = load_model(settings)
     except BaseException:
-        close_registry(tools)
+        if owned:
+            close_registry(tools)
         raise
     # Only now: an index build embeds with transformers in a thread of its own, and two threads
     # importing from transformers at once can fail ("cannot import name 'AutoModelForCausalLM'").

@@ -1,0 +1,106 @@
+"""This service as an MCP server (`agent-server mcp`, over stdio): its tools, and an `ask` tool
+that answers a question the way the service does (the model with its tools, a whole answer with
+its trace), for any MCP client (Claude Desktop, an agent framework, the `mcp` SDK).
+
+Each built-in tool is exposed under its own name with one string argument, run through the same
+`invoke` as the engine's calls (time limit, output cap); an error the model would read comes
+back as an MCP tool error. The model is loaded at the first `ask`, so a client that only wants
+the calculator or the sandbox does not wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from agent_server.core.events import FinalEvent
+from tools.base import Tool, invoke
+
+Answer = Callable[[str, str], Awaitable[FinalEvent]]
+STRATEGY_HELP = (
+    "how to reason: auto (the default: a vote of programs for a question with numbers, else "
+    "sentences with tools), toolformer, calculator, program, tir, cot, consensus"
+)
+
+
+def build(tools: Mapping[str, Tool], answer: Answer, call_timeout_s: float) -> Any:
+    """An `MCPServer` with `tools` and `ask` (typed `Any`: the SDK's generic server class)."""
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer(
+        "agent-server",
+        instructions=(
+            "A local language model with tools. `ask` answers a question with the model and its "
+            "tools; the other tools run one call each."
+        ),
+    )
+    for tool in tools.values():
+        server.add_tool(
+            _runner(tool, call_timeout_s),
+            name=tool.name,
+            description=f"{tool.description} Example argument: {tool.example}",
+        )
+
+    async def ask(
+        question: Annotated[str, Field(min_length=1, max_length=8_000)],
+        strategy: Annotated[str, Field(description=STRATEGY_HELP)] = "auto",
+    ) -> dict[str, Any]:
+        final = await answer(question, strategy)
+        trace = [
+            {"tool": r.tool, "argument": r.argument, "result": r.result, "error": r.error}
+            for r in final.trace
+        ]
+        return {
+            "answer": final.answer,
+            "value": final.value,
+            "strategy": final.strategy,
+            "trace": trace,
+        }
+
+    server.add_tool(
+        ask,
+        name="ask",
+        description="Answer a question with the local model and its tools; returns the answer, "
+        "its value (a number, when it has one) and every tool call it made.",
+    )
+    return server
+
+
+def _runner(tool: Tool, timeout_s: float) -> Callable[[str], Awaitable[str]]:
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    async def run(argument: str) -> str:
+        outcome = await invoke(tool, argument, timeout_s)
+        if outcome.result is None:
+            raise ToolError(outcome.error or f"{tool.name} failed")
+        return outcome.result
+
+    # Set as objects: the SDK evaluates string annotations in the module, where `tool` is not.
+    run.__annotations__ = {
+        "argument": Annotated[str, Field(description=f"e.g. {tool.example}")],
+        "return": str,
+    }
+    return run
+
+
+class LazyAnswer:
+    """`ask`'s answers from an engine built at the first question (one at a time)."""
+
+    def __init__(self, build_engine: Callable[[], Any]) -> None:
+        self._build = build_engine
+        self._engine: Any = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, question: str, strategy: str) -> FinalEvent:
+        async with self._lock:
+            if self._engine is None:
+                self._engine = await asyncio.to_thread(self._build)
+            final: FinalEvent = await self._engine.run(question, strategy=strategy)
+            return final
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
