@@ -114,3 +114,19 @@ def test_the_settings_take_stdio_or_http_servers_and_refuse_both_or_neither():
         Settings(mcp_servers={"x": {"command": "a", "url": "http://b"}})
     with pytest.raises(ValueError, match="either a command"):
         Settings(mcp_servers={"x": {}})
+
+
+@pytest.mark.model
+def test_the_real_model_answers_what_time_it_is_in_tokyo_through_the_time_server():
+    from agent_server.runtime import build_engine
+
+    engine = build_engine(Settings(tools=["Calculator"], mcp_servers={"time": TIME_SERVER}))
+    try:
+        final = asyncio.run(engine.run("What time is it in Tokyo?"))
+    finally:
+        engine.close()
+    call = final.trace[0]
+    assert call.tool == "get_current_time" and call.result is not None
+    said = json.loads(call.result)
+    assert said["timezone"] == "Asia/Tokyo"
+    assert said["datetime"][11:16] in final.answer  # the hour and minute reach the answer
