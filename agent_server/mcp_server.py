@@ -1,6 +1,8 @@
-"""This service as an MCP server (`agent-server mcp`, over stdio): its tools, and an `ask` tool
-that answers a question the way the service does (the model with its tools, a whole answer with
-its trace), for any MCP client (Claude Desktop, an agent framework, the `mcp` SDK).
+"""This service as an MCP server: its tools, and an `ask` tool that answers a question the way the
+service does (the model with its tools, a whole answer with its trace), for any MCP client
+(Claude Desktop, an agent framework, the `mcp` SDK). Over stdio as `agent-server mcp`, and over
+Streamable HTTP at `/mcp` on the running service (`HttpMount`: behind its API keys, its answers
+through its queue).
 
 Each built-in tool is exposed under its own name with one string argument, run through the same
 `invoke` as the engine's calls (time limit, output cap); an error the model would read comes
@@ -84,6 +86,49 @@ def _runner(tool: Tool, timeout_s: float) -> Callable[[str], Awaitable[str]]:
         "return": str,
     }
     return run
+
+
+class HttpMount:
+    """`/mcp` on the service: the SDK's Streamable HTTP app once the engine is loaded (503 with
+    Retry-After before), its session manager running until `aclose`."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, tools: Mapping[str, Tool], answer: Answer, call_timeout_s: float) -> None:
+        from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+
+        server = build(tools, answer, call_timeout_s)
+        # host 0.0.0.0: no DNS-rebinding allow-list of its own; the service's API keys guard it.
+        server.streamable_http_app(streamable_http_path="/mcp", host="0.0.0.0")
+        manager = server.session_manager
+        running = asyncio.Event()
+
+        async def run() -> None:
+            async with manager.run():
+                running.set()
+                await self._stop.wait()
+
+        self._task = asyncio.create_task(run())
+        await running.wait()
+        self._app = StreamableHTTPASGIApp(manager)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            from starlette.responses import JSONResponse
+
+            busy = {"Retry-After": "5"}
+            body = {"error": "the model is still loading"}
+            await JSONResponse(body, status_code=503, headers=busy)(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
 
 
 class LazyAnswer:

@@ -16,7 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import State
 
+from agent_server import mcp_server
 from agent_server.core.engine import Engine
+from agent_server.core.events import FinalEvent
 from agent_server.errors import (
     AgentError,
 )
@@ -38,6 +40,8 @@ def create_app(
     engine_factory: Callable[[Settings], Engine] = build_engine,
     webgpt_factory: Callable[[Settings, Engine], WebGPT] = build_webgpt,
 ) -> FastAPI:
+    mcp = mcp_server.HttpMount()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -77,6 +81,15 @@ def create_app(
                 app.state.engine = engine  # last: the engine's presence means "ready"
             except Exception as exc:  # reported by /readyz; the process stays up to say so
                 app.state.load_error = f"{type(exc).__name__}: {exc}"
+                return
+            await mcp.start(engine.tools, answer_in_queue, settings.call_timeout_s)
+
+        async def answer_in_queue(question: str, strategy: str) -> FinalEvent:
+            """An MCP client's `ask`, through the same queue and time limit as the routes'."""
+            admission = app.state.admission
+            async with admission.limit(settings.request_timeout_s), admission.slot():
+                final: FinalEvent = await app.state.engine.run(question, strategy=strategy)
+                return final
 
         loading = asyncio.create_task(load())
         syncing = None
@@ -86,6 +99,7 @@ def create_app(
         if syncing is not None:
             syncing.cancel()
         await loading
+        await mcp.aclose()
         if app.state.engine is not None:
             await app.state.webgpt.aclose()
             app.state.engine.close()
@@ -114,6 +128,8 @@ def create_app(
     app.include_router(api.router)
     app.include_router(openai_api.router)
     app.include_router(responses_api.router)
+    # An ASGI app as the endpoint: Starlette serves it as one (its type says request handlers).
+    app.add_route("/mcp", mcp, ["GET", "POST", "DELETE"], include_in_schema=False)  # type: ignore[arg-type]
     web_ui.install(app)  # the UI's files, where no route matches
     return app
 
