@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -25,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tools.base import NoWarmUp, ToolError, cap_output
+from tools.json_args import describe_fields, example_arguments, parse_arguments
 
 START_TIMEOUT_S = 30.0  # a stdio server's start (a Python interpreter and its imports)
-_EXAMPLE = re.compile(r"e\.g\.,?\s*['\"]([^'\"]+)['\"]")
 
 
 class McpError(RuntimeError):
@@ -178,10 +177,10 @@ class McpTool(NoWarmUp):
         self.listed = listed
         self.name = listed.name
         self.description = _describe(listed, connection.server.name)
-        self.example = json.dumps(_example(listed.schema), ensure_ascii=False)
+        self.example = json.dumps(example_arguments(listed.schema), ensure_ascii=False)
 
     async def __call__(self, argument: str) -> str:
-        return await self.connection.call(self.name, _arguments(argument, self.listed.schema))
+        return await self.connection.call(self.name, parse_arguments(argument, self.listed.schema))
 
     def close(self) -> None:
         self.connection.close()
@@ -222,58 +221,6 @@ def _leaf(error: BaseException) -> BaseException:
 
 
 def _describe(listed: ListedTool, server: str) -> str:
-    properties = listed.schema.get("properties") or {}
-    required = set(listed.schema.get("required") or ())
-    fields = ", ".join(
-        f"{key}{'' if key in required else '?'}: {spec.get('type', 'any')}"
-        for key, spec in properties.items()
-    )
     first_line = listed.description.strip().splitlines()[0] if listed.description.strip() else ""
+    fields = describe_fields(listed.schema)
     return f"{first_line} (MCP server {server}; arguments: a JSON object {{{fields}}})"
-
-
-def _example(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """An argument object for the prompt's example: each required property with a value of its
-    type (a string's from its description's "e.g." when it has one)."""
-    properties = schema.get("properties") or {}
-    example: dict[str, Any] = {}
-    for key in schema.get("required") or list(properties)[:1]:
-        spec = properties.get(key) or {}
-        kind = spec.get("type", "string")
-        if "examples" in spec and spec["examples"]:
-            example[key] = spec["examples"][0]
-        elif "default" in spec:
-            example[key] = spec["default"]
-        elif kind == "string":
-            found = _EXAMPLE.search(str(spec.get("description", "")))
-            example[key] = found.group(1) if found else key
-        else:
-            example[key] = {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind, {})
-    return example
-
-
-def _arguments(argument: str, schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The call's argument as the tool's JSON object, checked against its input schema."""
-    import jsonschema
-
-    text = argument.strip()
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        properties = list((schema.get("properties") or {}).items())
-        if len(properties) == 1 and properties[0][1].get("type", "string") == "string":
-            value = {properties[0][0]: text}  # one string field: the bare text is its value
-        else:
-            raise ToolError(
-                f"the arguments must be a JSON object, e.g. {json.dumps(_example(schema))}"
-            ) from None
-    if not isinstance(value, dict):
-        raise ToolError(f"the arguments must be a JSON object, e.g. {json.dumps(_example(schema))}")
-    try:
-        jsonschema.validate(value, dict(schema))
-    except jsonschema.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.absolute_path) or "arguments"
-        raise ToolError(f"{where}: {exc.message}") from None
-    except jsonschema.SchemaError:
-        pass  # the server's schema is its own business: its answer will say what is wrong
-    return value
