@@ -35,6 +35,7 @@ from agent_server.core.decoding import Detokenizer, Sampling, TokenChooser
 from agent_server.core.events import (
     AnswerEvent,
     CallEvent,
+    ClientCall,
     Event,
     FinalEvent,
     ResultEvent,
@@ -81,6 +82,12 @@ class Plan:
     samples: int
     scan_calls: bool = True  # False: plain text, `[` is just a character (`Engine.complete`)
     question: str = ""
+    # The client's functions among `tools`: a call to one ends the answer (`ClientCall`).
+    client: frozenset[str] = frozenset()
+    # Text the answer already holds when decoding starts: the calls the client ran, with their
+    # results spliced in, and a call opened for the model when the client requires one.
+    continuation: str = ""
+    prefill: str = ""
 
     @property
     def fence(self) -> str | None:
@@ -163,9 +170,20 @@ class Engine:
         sampling: Sampling | None = None,
         tools: list[str] | None = None,
         max_calls: int | None = None,
+        functions: Sequence[Tool] = (),
+        continuation: str = "",
+        prefill: str = "",
     ) -> Plan:
-        """How `question` will be answered; `BadRequest` for a choice that cannot be honoured."""
+        """How `question` will be answered; `BadRequest` for a choice that cannot be honoured.
+
+        `functions` are the client's (OpenAI's `tools`): written inline like the service's own,
+        but a call to one ends the answer for the client to run; they need the toolformer
+        strategy, which `auto` then chooses."""
         available = self.select_tools(tools)
+        if functions:
+            return self._plan_with_functions(
+                question, strategy, sampling, available, functions, continuation, prefill, max_calls
+            )
         chosen = strategies.resolve(strategy or self.config.strategy, question, list(available))
         if chosen.tools is not None:
             available = {name: available[name] for name in chosen.tools}
@@ -189,6 +207,45 @@ class Engine:
         top_k = chosen.call_top_k if chosen.call_top_k is not None else self.config.call_top_k
         return Plan(chosen, available, sampling, calls, top_k, samples, question=question)
 
+    def _plan_with_functions(
+        self,
+        question: str,
+        strategy: str | None,
+        sampling: Sampling | None,
+        available: Mapping[str, Tool],
+        functions: Sequence[Tool],
+        continuation: str,
+        prefill: str,
+        max_calls: int | None,
+    ) -> Plan:
+        if strategy not in (None, strategies.AUTO, "toolformer"):
+            raise BadRequest(
+                f"the client's functions are called in strategy 'toolformer', not {strategy!r}"
+            )
+        clash = sorted(f.name for f in functions if f.name in available)
+        if clash:
+            raise BadRequest(f"functions named like this service's tools: {clash}")
+        chosen = strategies.TOOLFORMER
+        sampling = sampling or Sampling()
+        if sampling.max_new_tokens is None:
+            sampling = replace(sampling, max_new_tokens=chosen.max_new_tokens)
+        tools = {**available, **{f.name: f for f in functions}}
+        calls = max_calls if max_calls is not None else self.config.max_calls
+        top_k = self.config.call_top_k
+        client = frozenset(f.name for f in functions)
+        return Plan(
+            chosen,
+            tools,
+            sampling,
+            calls,
+            top_k,
+            1,
+            question=question,
+            client=client,
+            continuation=continuation,
+            prefill=prefill,
+        )
+
     async def stream(
         self,
         question: str,
@@ -199,6 +256,9 @@ class Engine:
         tools: list[str] | None = None,
         max_calls: int | None = None,
         history: Sequence[tuple[str, str]] = (),
+        functions: Sequence[Tool] = (),
+        continuation: str = "",
+        prefill: str = "",
     ) -> AsyncGenerator[Event, None]:
         """Answer `question`, yielding events as they happen; the last one is a `FinalEvent`.
 
@@ -213,6 +273,9 @@ class Engine:
             sampling=sampling,
             tools=tools,
             max_calls=max_calls,
+            functions=functions,
+            continuation=continuation,
+            prefill=prefill,
         )
         if plan.strategy.members:
             answer = self._consensus(question, plan, history)
@@ -244,6 +307,8 @@ class Engine:
         self, rendered: Rendered, plan: Plan, sample: int | None = None
     ) -> AsyncGenerator[Event, None]:
         started = time.perf_counter()
+        if plan.continuation or plan.prefill:  # read with the prompt, as the answer's start
+            rendered = replace(rendered, text=rendered.text + plan.continuation + plan.prefill)
         prompt_ids = self.backend.encode(rendered.text)
         session, logits = await self._prefill(rendered, prompt_ids)
         reading = _Reading(len(prompt_ids), started, time.perf_counter() - started)
@@ -377,6 +442,11 @@ class Engine:
         reader = (
             AnswerStream(plan.fence, plan.inline) if plan.scan_calls and sample is None else None
         )
+        if plan.prefill:  # a call opened for the model: the grammar is inside it from the start
+            scanner.feed(plan.prefill)
+            answer.start_with(plan.prefill)
+            if reader is not None:
+                reader.add(plan.prefill)
 
         def choose(logits: Logits, after_result: bool) -> int:
             phase, name = scanner.phase, scanner.name_so_far
@@ -416,6 +486,10 @@ class Engine:
             if after_result:
                 call = scanner.pending
                 yield CallEvent(len(answer.trace), call.name, call.argument, sample)
+                if call.name in plan.client:  # the client runs it and sends the result back
+                    answer.client_call = ClientCall(call.name, call.argument)
+                    stop_reason = "tool_calls"
+                    break
                 record = await self._call(len(answer.trace), call, plan.tools, answer, sample)
                 tools_s += record.duration_s
                 answer.trace.append(record)
@@ -454,7 +528,11 @@ class Engine:
         logprobs: bool,
     ) -> FinalEvent:
         if plan.scan_calls:
-            bad = _malformed(answer.text, plan.fence, plan.inline, len(answer.trace), sample)
+            # A client's call ends the text open (its result is the client's to send): not
+            # malformed, so only what comes before it is checked.
+            text = answer.text
+            checked = text if answer.client_call is None else text[: text.rfind("[")]
+            bad = _malformed(checked, plan.fence, plan.inline, len(answer.trace), sample)
             answer.trace.extend(bad)
         text = answer.text
         reading_value = plan.scan_calls and plan.strategy is not None
@@ -475,6 +553,7 @@ class Engine:
                 reading.prefill_s, total_s - reading.prefill_s - tools_s, tools_s, total_s
             ),
             stop_reason=stop_reason,
+            client_call=answer.client_call,
             strategy=plan.strategy.name,
             value=value.value if value is not None else None,
             checks=value.checks if value is not None else (),
@@ -574,8 +653,14 @@ class _Answer:
         self.generated = 0
         self.spliced = 0
         self.logprob = 0.0  # of the tokens chosen, summed (when the answer is one of samples)
+        self.client_call: ClientCall | None = None
         self._model_from = 0  # stop strings are searched only in what the model wrote
         self._emitted = 0
+
+    def start_with(self, text: str) -> None:
+        """Text the answer holds before the model writes (not streamed, no stop searched)."""
+        self.text = text
+        self._emitted = self._model_from = len(text)
 
     def splice(self, spliced: str) -> None:
         self._emitted = len(self.text) + len(spliced)  # the result travels as a ResultEvent

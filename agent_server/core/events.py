@@ -64,9 +64,10 @@ class ResultEvent:
         return self.error is None
 
 
-# Why an answer ended: the model's end of text, a stop string, the token budget; in WebGPT mode,
-# browsing's time or action limit (the answer then rests on the quotes collected before it).
-StopReason = Literal["eos", "stop", "length", "time", "action"]
+# Why an answer ended: the model's end of text, a stop string, the token budget; a call to one of
+# the client's functions (it runs the call and sends the result back); in WebGPT mode, browsing's
+# time or action limit (the answer then rests on the quotes collected before it).
+StopReason = Literal["eos", "stop", "length", "tool_calls", "time", "action"]
 CheckKind = Literal["stated_answer_differs", "value_from_error"]
 
 
@@ -79,6 +80,14 @@ class Check:
     kind: CheckKind
     stated: str | None = None
     computed: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientCall:
+    """A call to one of the client's functions, which the client runs (OpenAI's `tool_calls`)."""
+
+    name: str
+    arguments: str  # as the model wrote them: a JSON object, checked against the function's schema
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,7 @@ class FinalEvent:
     # What the service added after the model's words, as the answer's last paragraph (WebGPT: that
     # browsing stopped early); "" when nothing was. Scoring leaves it out.
     note: str = ""
+    client_call: ClientCall | None = None  # stop_reason "tool_calls": the call the client runs
     # WebGPT mode: the quotes the answer's `[n]` markers cite (number n is quotes[n - 1]).
     quotes: tuple[Quote, ...] = ()
     strategy: str = "toolformer"  # how it reasoned (`strategies`); "webgpt" in WebGPT mode

@@ -41,6 +41,7 @@ from agent_server.core.engine import Engine, final_event
 from agent_server.core.events import (
     AnswerEvent,
     CallEvent,
+    ClientCall,
     Event,
     FinalEvent,
     ResultEvent,
@@ -69,6 +70,7 @@ from agent_server.http.openai_schemas import (
     new_id,
     now,
 )
+from agent_server.http.openai_tools import ToolCall, ToolCallDelta
 from agent_server.http.schemas import CallItem
 from agent_server.settings import Settings
 
@@ -137,7 +139,9 @@ async def chat_completions(
         return JSONResponse(ChatCompletion.from_final(final, model).model_dump(mode="json"))
     first, events, limit, stream_class = await started(body, engine, settings, admission)
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return stream_class(_chunks(first, events, model, usage, limit, metrics.observe_final))
+    client = frozenset(t.function.name for t in body.tools or ())
+    chunks = _chunks(first, events, model, usage, client, limit, metrics.observe_final)
+    return stream_class(chunks)
 
 
 # -- answering (shared with the Responses API) -----------------------------------------------
@@ -218,9 +222,12 @@ async def _chunks(
     events: AsyncIterator[Event],
     model: str,
     include_usage: bool,
+    client: frozenset[str],
     limit: tuple[float, float],
     on_final: Callable[[FinalEvent], None],
 ) -> AsyncGenerator[str, None]:
+    """OpenAI's chunks: content as the reader's answer grows, a call to one of the client's
+    functions as `tool_calls` (id, type and name first, then the arguments), the finish."""
     ident, created = new_id(), now()
 
     def chunk(
@@ -247,6 +254,14 @@ async def _chunks(
                 drafting = event.sample if drafting is None else drafting
                 if event.sample == drafting:
                     yield chunk(Delta(reasoning_content=event.text))
+            elif isinstance(event, CallEvent) and event.tool in client:
+                call = ToolCall.from_call(ClientCall(event.tool, event.argument))
+                named = {"name": call.function.name, "arguments": ""}
+                yield chunk(
+                    Delta(tool_calls=[ToolCallDelta(id=call.id, type="function", function=named)])
+                )
+                arguments = {"arguments": call.function.arguments}
+                yield chunk(Delta(tool_calls=[ToolCallDelta(function=arguments)]))
             elif isinstance(event, CallEvent):
                 yield chunk(agent=AgentEvent(call=CallItem.from_event(event)))
             elif isinstance(event, ResultEvent):

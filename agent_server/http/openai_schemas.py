@@ -24,6 +24,8 @@ from agent_server.core.decoding import Sampling
 from agent_server.core.events import FinalEvent, ResultEvent, StopReason
 from agent_server.core.strategies import MAX_SAMPLES, StrategyChoice
 from agent_server.errors import InvalidRequest
+from agent_server.http import openai_tools
+from agent_server.http.openai_tools import FunctionTool, NamedToolChoice, ToolCall, ToolCallDelta
 from agent_server.http.schemas import (
     SAMPLES_HELP,
     STRATEGY_HELP,
@@ -33,7 +35,7 @@ from agent_server.http.schemas import (
     TraceItem,
 )
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 ALIAS = "agent-server"  # a model name every client may use for whatever model is served
 _SKIPPED_ROLES = ("system", "developer")
 
@@ -91,7 +93,9 @@ class ChatRequest(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    tools: list[Any] | None = None
+    tools: list[FunctionTool] | None = None  # the client's functions (OpenAI's function calling)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; one call ends each answer here
     functions: list[Any] | None = None
     agent: AgentOptions | None = None
 
@@ -99,20 +103,16 @@ class ChatRequest(BaseModel):
         """Refuse what this service cannot honour, naming the field."""
         if self.n not in (None, 1):
             raise InvalidRequest(f"n={self.n} is not supported: one choice per request", "n")
-        for field in ("tools", "functions"):
-            if getattr(self, field):
-                raise InvalidRequest(
-                    f"client-side {field} are not supported: this server calls its own tools "
-                    "inline; choose among them with agent.tools",
-                    field,
-                )
+        if self.functions:
+            raise InvalidRequest("functions is OpenAI's old form: send tools instead", "functions")
         if len(self.stop_strings()) > 4:
             raise InvalidRequest("stop takes at most 4 strings", "stop")
 
     def answer_request(self, max_new_tokens: int | None) -> AnswerRequest:
         """The request to answer, after `check` (`max_new_tokens`: the service's budget, unless
         the body sets one)."""
-        question, history = self.conversation()
+        question, history, so_far = self.conversation()
+        tool_choice, forced = openai_tools.choice(self.tool_choice)
         sampling = Sampling(
             temperature=self.temperature or 0.0,
             top_p=1.0 if self.top_p is None else self.top_p,
@@ -120,37 +120,49 @@ class ChatRequest(BaseModel):
             stop=self.stop_strings(),
             max_new_tokens=self.max_completion_tokens or self.max_tokens or max_new_tokens,
         )
-        if self.agent is None:
-            return AnswerRequest(question, sampling=sampling, history=history)
+        agent = self.agent
         return AnswerRequest(
             question,
-            strategy=self.agent.strategy,
-            samples=self.agent.samples,
-            tools=self.agent.tools,
-            max_calls=self.agent.max_calls,
+            strategy=agent.strategy if agent else None,
+            samples=agent.samples if agent else None,
+            tools=agent.tools if agent else None,
+            max_calls=agent.max_calls if agent else None,
             sampling=sampling,
             history=history,
+            functions=openai_tools.functions(self.tools),
+            tool_choice=tool_choice,
+            forced=forced,
+            continuation=so_far,
         )
 
     def stop_strings(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
         return tuple(s for s in stops if s)
 
-    def conversation(self) -> tuple[str, list[tuple[str, str]]]:
-        """The question (the last user turn) and the (user, assistant) turns before it."""
+    def conversation(self) -> tuple[str, list[tuple[str, str]], str]:
+        """The question (the last user turn), the (user, assistant) turns before it, and the
+        answer so far after it (the client's function calls with their results)."""
         if not self.messages:
             raise InvalidRequest("messages must not be empty", "messages")
+        users = [i for i, m in enumerate(self.messages) if m.role == "user"]
+        calls_from = users[-1] + 1 if users else len(self.messages)
+        after = self.messages[calls_from:]
+        so_far = ""
+        if after and after[-1].role == "tool":  # the client sends its functions' results
+            so_far = openai_tools.continuation(self.messages, calls_from)
+        else:
+            calls_from = len(self.messages)
         turns: list[tuple[str, str]] = []  # (role, text), consecutive turns of a role joined
-        for i, message in enumerate(self.messages):
-            if message.role in _SKIPPED_ROLES:
-                continue
+        for i, message in enumerate(self.messages[:calls_from]):
+            if message.role in _SKIPPED_ROLES or message.role == "tool":
+                continue  # an earlier turn's tool results: its answer holds what came of them
             text = _text_of(message, f"messages[{i}]")
             if turns and turns[-1][0] == message.role:
                 turns[-1] = (message.role, f"{turns[-1][1]}\n{text}")
             else:
                 turns.append((message.role, text))
         if not turns or turns[-1][0] != "user":
-            last = self.messages[-1].role
+            last = self.messages[calls_from - 1].role if calls_from else "none"
             raise InvalidRequest(
                 f"the last message must be from the user (got {last!r})",
                 f"messages[{len(self.messages) - 1}].role",
@@ -166,18 +178,16 @@ class ChatRequest(BaseModel):
         if turns and turns[0][0] == "assistant":
             turns.insert(0, ("user", ""))
         history = [(turns[i][1], turns[i + 1][1]) for i in range(0, len(turns), 2)]
-        return question, history
+        return question, history, so_far
 
 
 def _text_of(message: ChatMessage, where: str) -> str:
     if message.role not in ("user", "assistant"):
         raise InvalidRequest(
-            f"{where}: role {message.role!r} is not supported: this server runs its own tools "
-            "inline (roles: system, developer, user, assistant)",
+            f"{where}: role {message.role!r} is not supported (roles: system, developer, user, "
+            "assistant, tool)",
             f"{where}.role",
         )
-    if message.model_extra and message.model_extra.get("tool_calls"):
-        raise InvalidRequest(f"{where}: tool_calls are not supported", f"{where}.tool_calls")
     if message.content is None:
         if message.role == "assistant":
             return ""
@@ -219,7 +229,9 @@ class ModelList(BaseModel):
 
 
 def finish_reason(final: FinalEvent) -> FinishReason:
-    return "length" if final.stop_reason == "length" else "stop"
+    if final.stop_reason in ("length", "tool_calls"):
+        return final.stop_reason
+    return "stop"
 
 
 class CompletionUsage(BaseModel):
@@ -273,7 +285,8 @@ class AgentEvent(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=_none)
 
 
 class Choice(BaseModel):
@@ -294,7 +307,11 @@ class ChatCompletion(BaseModel):
 
     @classmethod
     def from_final(cls, final: FinalEvent, model: str) -> ChatCompletion:
-        message = AssistantMessage(content=final.answer)
+        call = final.client_call
+        message = AssistantMessage(
+            content=final.answer or (None if call else ""),
+            tool_calls=None if call is None else [ToolCall.from_call(call)],
+        )
         return cls(
             model=model,
             choices=[Choice(message=message, finish_reason=finish_reason(final))],
@@ -310,6 +327,7 @@ class Delta(BaseModel):
     # for their vote: the first one, as it is written (the field DeepSeek's API, vLLM and
     # llama-server stream a model's reasoning in, which chat clients show as such).
     reasoning_content: str | None = Field(default=None, exclude_if=_none)
+    tool_calls: list[ToolCallDelta] | None = Field(default=None, exclude_if=_none)
 
 
 class ChunkChoice(BaseModel):

@@ -250,9 +250,9 @@ def test_multi_part_content_and_history_reach_the_prompt(oai, backend):
             "messages[1].role",
         ),
         (
-            {"messages": [{"role": "tool", "tool_call_id": "1", "content": "4"}, *_ask()]},
-            "role 'tool' is not supported",
-            "messages[0].role",
+            {"messages": [*_ask(), {"role": "tool", "tool_call_id": "call_9", "content": "4"}]},
+            "tool_call_id 'call_9' answers no call",
+            "messages[1].tool_call_id",
         ),
         (
             {
@@ -274,10 +274,36 @@ def test_multi_part_content_and_history_reach_the_prompt(oai, backend):
         ({"max_tokens": 0}, "greater than or equal to 1", "max_tokens"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4", "stop"),
         (
-            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-            "client-side tools are not supported",
-            "tools",
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "f", "parameters": {"type": "string"}},
+                    }
+                ]
+            },
+            "the arguments must be an object",
+            "tools[0].function.parameters",
         ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]},
+            "not a JSON Schema",
+            "tools[0].function.parameters",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}] * 2},
+            "two tools are named 'f'",
+            "tools[1].function.name",
+        ),
+        (
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "'g', which is not among the tools",
+            None,
+        ),
+        ({"functions": [{"name": "f"}]}, "send tools instead", "functions"),
         ({"extra_body": {"agent": {"tools": ["Nope"]}}}, "unknown tools ['Nope']", None),
         ({"extra_body": {"agent": {"tools": ["Nope"]}}, "stream": True}, "unknown tools", None),
     ],
