@@ -131,23 +131,14 @@ def plan(request: AnswerRequest, engine: Engine) -> Plan | None:
 
 
 def answer(
-    request: AnswerRequest, engine: Engine, webgpt: WebGPT | None
+    request: AnswerRequest, engine: Engine, webgpt: WebGPT | None, made: Plan | None = None
 ) -> AsyncGenerator[Event, None]:
-    """The answer's events, the last a `FinalEvent`."""
+    """The answer's events, the last a `FinalEvent` (`made`: the request's `plan`, if the
+    caller made it already)."""
     if request.mode == "webgpt":
         if webgpt is None:
             raise BadRequest("webgpt mode is not available here")
         return webgpt.stream(request.question, sampling=request.sampling)
-    options = _options(request)
-    return engine.stream(
-        request.question,
-        strategy=request.strategy,
-        samples=request.samples,
-        sampling=request.sampling,
-        tools=options.tools,
-        max_calls=request.max_calls,
-        history=request.history,
-        functions=options.functions,
-        continuation=request.continuation,
-        prefill=options.prefill,
-    )
+    made = made or plan(request, engine)
+    assert made is not None  # (toolformer mode)
+    return engine.follow(made, request.history)

@@ -155,7 +155,7 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
         # A consensus's answers are its strategies: the trace names them, not sample numbers.
         plan = answering.plan(asked, engine)
         webgpt = build_webgpt(settings, engine) if args.mode == "webgpt" else None
-        events = answering.answer(asked, engine, webgpt)
+        events = answering.answer(asked, engine, webgpt, plan)
         members = () if plan is None else plan.strategy.voters
         async for event in events:
             if args.trace and isinstance(event, CallEvent):

@@ -277,16 +277,20 @@ class Engine:
             continuation=continuation,
             prefill=prefill,
         )
-        if plan.strategy.members:
-            answer = self._consensus(question, plan, history)
-        else:
-            prompt = self.prompts[plan.strategy.name]
-            rendered = prompt.render(self.backend, question, list(plan.tools.values()), history)
-            answer = (
-                self._sample(rendered, plan) if plan.samples > 1 else self._answer(rendered, plan)
-            )
-        async for event in answer:
+        async for event in self.follow(plan, history):
             yield event
+
+    def follow(
+        self, plan: Plan, history: Sequence[tuple[str, str]] = ()
+    ) -> AsyncGenerator[Event, None]:
+        """Answer as `plan` (from `plan`) says: for a caller that planned first, to refuse a bad
+        request before any work or to show how the answer will be made."""
+        question = plan.question
+        if plan.strategy.members:
+            return self._consensus(question, plan, history)
+        prompt = self.prompts[plan.strategy.name]
+        rendered = prompt.render(self.backend, question, list(plan.tools.values()), history)
+        return self._sample(rendered, plan) if plan.samples > 1 else self._answer(rendered, plan)
 
     async def complete(
         self, rendered: Rendered, sampling: Sampling | None = None

@@ -96,7 +96,7 @@ async def ask(
     metrics: MetricsDep,
 ) -> Response:
     asked = body.answer_request(settings.max_new_tokens)
-    answering.plan(asked, engine)  # an unknown tool or strategy is a 400 before any work
+    made = answering.plan(asked, engine)  # an unknown tool or strategy is a 400 before any work
     if body.conversation_id is not None:  # (an unknown id is a 404 in either mode)
         history = await store.history(body.conversation_id, engine.prompt.history_turns)
         asked = replace(asked, history=history)
@@ -105,7 +105,7 @@ async def ask(
     async def answered() -> AsyncIterator[AsyncGenerator[Event, None]]:
         """A queue slot, the time limit, and the answer's events, closed on every exit."""
         async with admission.limit(settings.request_timeout_s), admission.slot():
-            events = answering.answer(asked, engine, webgpt)
+            events = answering.answer(asked, engine, webgpt, made)
             try:
                 yield events
             finally:

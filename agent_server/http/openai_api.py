@@ -149,7 +149,7 @@ async def chat_completions(
 
 def _events(body: ChatRequest, engine: Engine, settings: Settings) -> AsyncGenerator[Event, None]:
     asked = body.answer_request(settings.max_new_tokens)
-    answering.plan(asked, engine)  # an unknown tool or strategy is a 400 before any work
+    # Planned at once: an unknown tool or strategy is a 400 before any work.
     return answering.answer(asked, engine, None)
 
 
