@@ -5,19 +5,9 @@ is tested), with the Echo double as the service's own tool."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import openai
 import pytest
-from doubles import EchoTool
-from serving import serve, wait_ready
-
-from agent_server.backends.scripted import ScriptedBackend
-from agent_server.core.engine import Engine
-from agent_server.core.prompts import Prompt
-from agent_server.http.app import create_app
-from agent_server.settings import Settings
 
 WEATHER: dict[str, Any] = {
     "type": "function",
@@ -33,21 +23,6 @@ WEATHER: dict[str, Any] = {
 }
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 CALLING = ['It is [get_weather({"city": "Paris"})', " never written."]
-
-
-@pytest.fixture
-def backend() -> ScriptedBackend:
-    return ScriptedBackend()
-
-
-@pytest.fixture
-def oai(backend: ScriptedBackend) -> Iterator[openai.OpenAI]:
-    engine = Engine(backend, {"Echo": EchoTool()}, Prompt("chat"))
-    for client in serve(create_app(Settings(tools=[]), lambda _: engine)):
-        wait_ready(client)
-        base_url = f"{str(client.base_url).rstrip('/')}/v1"
-        with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=10) as oai:
-            yield oai
 
 
 def test_a_call_to_a_client_function_comes_back_as_tool_calls(oai, backend):

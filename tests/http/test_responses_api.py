@@ -3,35 +3,10 @@ Python client: text in and out, plain and streamed, with the scripted model and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
-from doubles import EchoTool
-from serving import serve, wait_ready
-
-from agent_server.backends.scripted import ScriptedBackend
-from agent_server.core.engine import Engine
-from agent_server.core.prompts import Prompt
-from agent_server.http.app import create_app
-from agent_server.settings import Settings
 
 CALL_REPLY = ['It is [Echo("olleh")', " hello."]
-
-
-@pytest.fixture
-def backend() -> ScriptedBackend:
-    return ScriptedBackend()
-
-
-@pytest.fixture
-def oai(backend: ScriptedBackend) -> Iterator[openai.OpenAI]:
-    engine = Engine(backend, {"Echo": EchoTool()}, Prompt("chat"))
-    for client in serve(create_app(Settings(tools=[]), lambda _: engine)):
-        wait_ready(client)
-        base_url = f"{str(client.base_url).rstrip('/')}/v1"
-        with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=10) as oai:
-            yield oai
 
 
 def test_a_response_holds_the_answer_without_call_syntax_and_the_trace(oai, backend):
