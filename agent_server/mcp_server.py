@@ -94,6 +94,7 @@ class HttpMount:
 
     def __init__(self) -> None:
         self._app: Any = None
+        self.error: str | None = None  # why it could not start, if it could not
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -120,7 +121,7 @@ class HttpMount:
             from starlette.responses import JSONResponse
 
             busy = {"Retry-After": "5"}
-            body = {"error": "the model is still loading"}
+            body = {"error": self.error or "the model is still loading"}
             await JSONResponse(body, status_code=503, headers=busy)(scope, receive, send)
             return
         await self._app(scope, receive, send)

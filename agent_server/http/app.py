@@ -9,6 +9,7 @@ conversations and documents in `store.py` (copied to the documents folder by `do
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -33,6 +34,8 @@ from agent_server.storage.document_sync import DocumentSync
 from agent_server.storage.store import Store
 from agent_server.webgpt.agent import WebGPT
 from tools.retrieval import Retrieve
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -82,7 +85,11 @@ def create_app(
             except Exception as exc:  # reported by /readyz; the process stays up to say so
                 app.state.load_error = f"{type(exc).__name__}: {exc}"
                 return
-            await mcp.start(engine.tools, answer_in_queue, settings.call_timeout_s)
+            try:
+                await mcp.start(engine.tools, answer_in_queue, settings.call_timeout_s)
+            except Exception as exc:  # the service answers without /mcp (503), saying why
+                log.exception("the MCP endpoint /mcp could not start")
+                mcp.error = f"/mcp could not start: {type(exc).__name__}: {exc}"
 
         async def answer_in_queue(question: str, strategy: str) -> FinalEvent:
             """An MCP client's `ask`, through the same queue and time limit as the routes'."""
