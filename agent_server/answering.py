@@ -18,6 +18,7 @@ from typing import Any, Literal
 from agent_server.core.decoding import Sampling
 from agent_server.core.engine import Engine, Plan
 from agent_server.core.events import Event
+from agent_server.core.structured import AnswerFormat
 from agent_server.errors import BadRequest
 from agent_server.webgpt.agent import WebGPT
 from tools.base import NoWarmUp, ToolError
@@ -48,6 +49,7 @@ class ClientFunction(NoWarmUp):
         what = function.description.strip() or f"the client's function {function.name}"
         self.description = f"{what} (arguments: a JSON object {{{fields}}})"
         self.example = json.dumps(example_arguments(function.parameters), ensure_ascii=False)
+        self.parameters = function.parameters
 
     async def __call__(self, argument: str) -> str:
         # Never asked: the engine ends the answer at the call (`Plan.client`).
@@ -72,16 +74,17 @@ class AnswerRequest:
     tool_choice: ToolChoice = "auto"
     forced: str | None = None  # the function the model must call
     continuation: str = ""  # the answer so far, the client's calls and results spliced in
+    answer_format: AnswerFormat | None = None  # the JSON the answer must be
 
     def __post_init__(self) -> None:
         options = (self.tools, self.max_calls, self.strategy, self.samples)
-        if self.mode == "webgpt" and (
-            any(option is not None for option in options) or self.functions
-        ):
+        if self.mode == "webgpt" and any(option is not None for option in options):
             raise BadRequest(
                 "tools, max_calls, strategy and samples apply to mode 'toolformer'; webgpt mode "
                 "browses"
             )
+        if self.mode == "webgpt" and (self.functions or self.answer_format is not None):
+            raise BadRequest("functions and JSON answers apply to mode 'toolformer'")
         names = [f.name for f in self.functions]
         if self.forced is not None and self.forced not in names:
             raise BadRequest(f"tool_choice names {self.forced!r}, which is not among the tools")
@@ -127,6 +130,7 @@ def plan(request: AnswerRequest, engine: Engine) -> Plan | None:
         functions=options.functions,
         continuation=request.continuation,
         prefill=options.prefill,
+        answer_format=request.answer_format,
     )
 
 

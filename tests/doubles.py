@@ -17,6 +17,7 @@ class EchoTool(NoWarmUp):
     name = "Echo"
     description = "Echoes its input backwards."
     example = '"abc"'
+    parameters = None
 
     async def __call__(self, argument: str) -> str:
         return argument[::-1]
@@ -26,6 +27,7 @@ class RefusingTool(NoWarmUp):
     name = "Refuse"
     description = "Always refuses."
     example = "x"
+    parameters = None
 
     async def __call__(self, argument: str) -> str:
         raise ToolError(f"cannot handle {argument!r}")
@@ -35,6 +37,7 @@ class BrokenTool(NoWarmUp):
     name = "Broken"
     description = "Has a bug."
     example = "x"
+    parameters = None
 
     async def __call__(self, argument: str) -> str:
         raise RuntimeError(f"bug with {argument}")
@@ -44,6 +47,7 @@ class SlowTool(NoWarmUp):
     name = "Slow"
     description = "Takes its time."
     example = "1"
+    parameters = None
 
     async def __call__(self, argument: str) -> str:
         await asyncio.sleep(float(argument))
@@ -57,6 +61,7 @@ class PrintingPython(NoWarmUp):
     name = "Python"
     description = "Runs Python code."
     example = "print(1)"
+    parameters = None
 
     def __init__(self) -> None:
         self.programs: list[str] = []

@@ -10,17 +10,20 @@ chat prompt, the same next token. The contract does not depend on the model, so 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
 from agent_server.backends import Backend, load_backend
-from agent_server.core.engine import Engine
+from agent_server.core.engine import Engine, final_event
 from agent_server.core.numbers import last_number
 from agent_server.core.prompts import Prompt
+from agent_server.core.structured import AnswerFormat
 from agent_server.model_server import running
 from agent_server.models import resolve
 from agent_server.settings import Settings
@@ -119,6 +122,19 @@ def test_feeding_in_pieces_equals_feeding_at_once(backend):
     assert np.corrcoef(last, whole)[0, 1] > 0.999
 
 
+def test_a_json_answer_validates_on_every_backend(backend):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 40}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    engine = Engine(backend, {}, Prompt("chat"))
+    events = engine.stream("Where is the Eiffel Tower?", answer_format=AnswerFormat(schema))
+    final = asyncio.run(final_event(events))
+    jsonschema.validate(json.loads(final.answer), schema)
+
+
 def test_a_fork_continues_like_its_parent_and_leaves_it_alone(backend):
     ids = backend.encode(PROMPT)
     parent = backend.new_session()
@@ -155,6 +171,20 @@ def test_backends_agree_on_tokens_templates_and_the_stop_token(both):
     assert llama.encode(text) == torch_.encode(text)
     assert llama.chat_prompt("Be brief.", "Hi?") == torch_.chat_prompt("Be brief.", "Hi?")
     assert torch_.vocab.eos_ids <= llama.vocab.eos_ids  # llama.cpp also stops at <|endoftext|>
+
+
+def test_backends_agree_on_every_token_s_bytes_for_structured_decoding(both):
+    llama, torch_ = both["llamacpp"], both["transformers"]
+    size = min(llama.vocab.size(), torch_.vocab.size())
+    # (Past the tokenizer's own tokens, llama.cpp's padding rows are empty; the converted
+    # tokenizer names them `[PAD151708]`. No model writes them.)
+    ids = [i for i in [*range(0, size, 97), *torch_.vocab.eos_ids] if llama.vocab.token_bytes(i)]
+    assert len(ids) > 1500
+    assert [llama.vocab.token_bytes(i) for i in ids] == [torch_.vocab.token_bytes(i) for i in ids]
+    assert all(llama.vocab.is_special(i) for i in torch_.vocab.eos_ids)
+    # A token that is a byte of a longer character is that byte, not U+FFFD.
+    ue = torch_.encode("ü")
+    assert b"".join(torch_.vocab.token_bytes(i) for i in ue) == "ü".encode()
 
 
 def test_backends_agree_on_a_greedy_continuation(both):

@@ -47,6 +47,7 @@ class FakeRetrieve(NoWarmUp):
     name = "Retrieve"
     description = "Finds passages."
     example = '"query"'
+    parameters = None
 
     async def __call__(self, _argument: str) -> str:
         return "1. Yushan — Yushan is the highest mountain in Taiwan. (doc://d1)"

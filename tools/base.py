@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 # Results longer than this are cut before they reach the model: a small model's context is short
 # and a runaway tool must not flood it.
@@ -46,6 +47,12 @@ class Tool(Protocol):
     @property
     def example(self) -> str:
         """A typical argument, e.g. `400/1400`."""
+        ...
+
+    @property
+    def parameters(self) -> Mapping[str, Any] | None:
+        """The JSON Schema of the argument when it is a JSON object (the client's functions, MCP
+        tools): its calls are then decoded to the schema. None: a free-text argument."""
         ...
 
     async def __call__(self, argument: str) -> str:

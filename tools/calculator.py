@@ -201,6 +201,7 @@ class Calculator(NoWarmUp):
     name = "Calculator"
     description = "Arithmetic and algebra: 400/1400, 15% of 80, sqrt(2), solve(x**2 - 4, x)."
     example = "400/1400"
+    parameters = None  # a free-text argument
 
     def __init__(
         self,

@@ -178,6 +178,7 @@ class McpTool(NoWarmUp):
         self.name = listed.name
         self.description = _describe(listed, connection.server.name)
         self.example = json.dumps(example_arguments(listed.schema), ensure_ascii=False)
+        self.parameters = listed.schema or {"type": "object"}
 
     async def __call__(self, argument: str) -> str:
         return await self.connection.call(self.name, parse_arguments(argument, self.listed.schema))

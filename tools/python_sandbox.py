@@ -174,6 +174,7 @@ class PythonSandbox(NoWarmUp):
         "(math, statistics, fractions, decimal, datetime, re, json and sympy can be imported)."
     )
     example = "sum(range(1, 101))"
+    parameters = None  # a free-text argument
 
     def __init__(
         self,

@@ -359,6 +359,7 @@ class Retrieve(NoWarmUp):
     name = "Retrieve"
     description = "Finds the passages of the user's own documents that best match a query."
     example = '"warranty period for the pump"'
+    parameters = None  # a free-text argument
 
     def __init__(
         self,

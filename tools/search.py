@@ -81,6 +81,7 @@ class Search(NoWarmUp):
     name = "Search"
     description = "Searches the web and returns the top results with title, snippet and link."
     example = '"tallest mountain in Taiwan"'
+    parameters = None  # a free-text argument
 
     def __init__(
         self,

@@ -91,12 +91,16 @@ class Vocabulary:
     """What the decoder needs to know about tokens, computed lazily and cached.
 
     `piece` gives the text of one token on its own; byte fragments of a longer character come
-    back as U+FFFD and so never match a tool name.
+    back as U+FFFD and so never match a tool name. `raw` gives its bytes (a fragment's own) and
+    `special` whether it is a special token (`<|im_end|>`): what structured decoding's token
+    table needs; without them, a piece's UTF-8 and the end-of-text tokens.
     """
 
     size: Callable[[], int]
     piece: Callable[[int], str]
     eos_ids: frozenset[int]
+    raw: Callable[[int], bytes] | None = None
+    special: Callable[[int], bool] | None = None
     _pieces: list[str] = field(default_factory=list, repr=False)
     _allowed: dict[tuple[str, tuple[str, ...], int], npt.NDArray[np.int64]] = field(
         default_factory=dict, repr=False
@@ -109,6 +113,12 @@ class Vocabulary:
             if len(self._pieces) < size:
                 self._pieces.extend(self.piece(i) for i in range(len(self._pieces), size))
         return self._pieces
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.raw(token_id) if self.raw is not None else self.piece(token_id).encode()
+
+    def is_special(self, token_id: int) -> bool:
+        return self.special(token_id) if self.special is not None else token_id in self.eos_ids
 
     def call_openers(self) -> npt.NDArray[np.int64]:
         """Tokens that open a call: `[`, optionally after white space."""

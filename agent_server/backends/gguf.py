@@ -58,7 +58,13 @@ class GgufTokenizer:
         self.size = int(self._llama.llama_vocab_n_tokens(self._vocab))
         eog = self._llama.llama_vocab_is_eog
         eos = frozenset(i for i in range(self.size) if eog(self._vocab, i))
-        self.vocab = Vocabulary(size=lambda: self.size, piece=self.piece, eos_ids=eos)
+        self.vocab = Vocabulary(
+            size=lambda: self.size,
+            piece=self.piece,
+            eos_ids=eos,
+            raw=lambda i: self.bytes([i], special=True),
+            special=self._is_special,
+        )
         self._template = _chat_template(self._llama.llama_model_chat_template(model.model, None))
         self.closed = False
 
@@ -68,6 +74,17 @@ class GgufTokenizer:
     def _check_open(self) -> None:
         if self.closed:  # the C side would read freed memory
             raise ModelNotAvailable("the llama.cpp model has been closed")
+
+    def _is_special(self, token_id: int) -> bool:
+        """A control token, or one added to look like one (`<tool_call>`): llguidance's rule."""
+        self._check_open()
+        llama = self._llama
+        attr = int(llama.llama_vocab_get_attr(self._vocab, token_id))
+        if attr & llama.LLAMA_TOKEN_ATTR_CONTROL:
+            return True
+        markup = self.bytes([token_id], special=True)
+        user_defined = attr & llama.LLAMA_TOKEN_ATTR_USER_DEFINED
+        return bool(user_defined) and markup.startswith(b"<") and markup.endswith(b">")
 
     def piece(self, token_id: int) -> str:
         """One token's text; a byte fragment of a longer character is U+FFFD."""

@@ -13,8 +13,9 @@ import copy
 import inspect
 import logging
 import os
+import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,15 @@ class TransformersBackend:
         self.name = name
         self._cache_argument = _cache_argument(model)
         eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)}
+        special = frozenset(
+            i for i, token in tokenizer.added_tokens_decoder.items() if token.special
+        )
         self.vocab = Vocabulary(
             size=lambda: int(model.get_output_embeddings().weight.shape[0]),
             piece=self._piece,
             eos_ids=frozenset(i for i in eos if i is not None),
+            raw=_token_bytes(tokenizer),
+            special=special.__contains__,
         )
 
     @classmethod
@@ -169,3 +175,38 @@ def _as_list(value: int | list[int] | None) -> list[int]:
     if value is None:
         return []
     return [value] if isinstance(value, int) else list(value)
+
+
+def _token_bytes(tokenizer: Any) -> Callable[[int], bytes]:
+    """One token's bytes, from its vocabulary entry: byte-level BPE (GPT-2's, Qwen's, SmolLM's)
+    spells each byte as one printable character; SentencePiece writes a space as `▁` and a
+    byte with no piece of its own as `<0xNN>`. An added token is its own text."""
+    decoder = {char: byte for byte, char in _byte_level_alphabet().items()}
+    added = {i: token.content for i, token in tokenizer.added_tokens_decoder.items()}
+
+    def raw(token_id: int) -> bytes:
+        if token_id in added:
+            return str(added[token_id]).encode()
+        token = tokenizer.convert_ids_to_tokens(token_id)
+        if token is None:
+            return b""  # an id past the tokenizer's table (the model's padded embedding rows)
+        if all(char in decoder for char in token):
+            return bytes(decoder[char] for char in token)
+        if byte := re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", token):
+            return bytes([int(byte.group(1), 16)])
+        return str(token).replace("\u2581", " ").encode()
+
+    return raw
+
+
+def _byte_level_alphabet() -> dict[int, str]:
+    """GPT-2's table of byte → printable character (its `bytes_to_unicode`)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table

@@ -86,6 +86,11 @@ class TokenChooser:
             logits = _only(logits, allowed)
         return self._sample(logits)
 
+    def pick(self, logits: Logits) -> int:
+        """A token by the sampling settings alone: for logits a grammar has masked already
+        (`structured`), where the call rules would fight it."""
+        return self._sample(logits)
+
     def _opener_in_top_k(
         self, logits: Logits, openers: npt.NDArray[np.int64], k: int
     ) -> int | None:

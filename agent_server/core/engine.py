@@ -48,11 +48,13 @@ from agent_server.core.grammar import Call, CallScanner, Malformed, Phase, splic
 from agent_server.core.prefix_cache import PrefixCache
 from agent_server.core.prompts import Prompt, Rendered
 from agent_server.core.strategies import Strategy
+from agent_server.core.structured import AnswerFormat, AnswerGrammar, Grammars
 from agent_server.errors import BadRequest
 from tools.base import Tool, invoke, shown
 from tools.registry import close_registry
 
 T = TypeVar("T")
+JSON_TOKENS = 1024  # an answer in a JSON format, unless the request sets its budget
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class Plan:
     # results spliced in, and a call opened for the model when the client requires one.
     continuation: str = ""
     prefill: str = ""
+    # The JSON the whole answer must be (`response_format`); the service's tools are then off.
+    answer_format: AnswerFormat | None = None
 
     @property
     def fence(self) -> str | None:
@@ -122,6 +126,7 @@ class Engine:
         }
         self.config = config or EngineConfig()
         self.prefixes = PrefixCache(backend)
+        self.grammars = Grammars(backend.vocab, backend.encode)  # its token table: at first use
         # Model steps never run on the loop. A backend that batches takes steps from several
         # threads at once and decodes them together; any other owns one thread, where the steps
         # of concurrent answers take turns.
@@ -173,16 +178,31 @@ class Engine:
         functions: Sequence[Tool] = (),
         continuation: str = "",
         prefill: str = "",
+        answer_format: AnswerFormat | None = None,
     ) -> Plan:
         """How `question` will be answered; `BadRequest` for a choice that cannot be honoured.
 
         `functions` are the client's (OpenAI's `tools`): written inline like the service's own,
         but a call to one ends the answer for the client to run; they need the toolformer
-        strategy, which `auto` then chooses."""
+        strategy, which `auto` then chooses. So does `answer_format`: the answer is then that
+        JSON (or a call of one of `functions`), the service's tools left out."""
         available = self.select_tools(tools)
-        if functions:
+        if answer_format is not None:
+            if samples not in (None, 1):
+                raise BadRequest("an answer in a JSON format is one sample")
+            available = {}
+            question = f"{question}\n\n{answer_format.instruction()}"
+        if functions or answer_format is not None:
             return self._plan_with_functions(
-                question, strategy, sampling, available, functions, continuation, prefill, max_calls
+                question,
+                strategy,
+                sampling,
+                available,
+                functions,
+                continuation,
+                prefill,
+                max_calls,
+                answer_format,
             )
         chosen = strategies.resolve(strategy or self.config.strategy, question, list(available))
         if chosen.tools is not None:
@@ -217,18 +237,20 @@ class Engine:
         continuation: str,
         prefill: str,
         max_calls: int | None,
+        answer_format: AnswerFormat | None,
     ) -> Plan:
         if strategy not in (None, strategies.AUTO, "toolformer"):
-            raise BadRequest(
-                f"the client's functions are called in strategy 'toolformer', not {strategy!r}"
-            )
+            what = "the client's functions are called" if functions else "JSON is answered"
+            raise BadRequest(f"{what} in strategy 'toolformer', not {strategy!r}")
         clash = sorted(f.name for f in functions if f.name in available)
         if clash:
             raise BadRequest(f"functions named like this service's tools: {clash}")
         chosen = strategies.TOOLFORMER
         sampling = sampling or Sampling()
         if sampling.max_new_tokens is None:
-            sampling = replace(sampling, max_new_tokens=chosen.max_new_tokens)
+            # A JSON object runs longer than toolformer's one or two sentences.
+            budget = chosen.max_new_tokens if answer_format is None else JSON_TOKENS
+            sampling = replace(sampling, max_new_tokens=budget)
         tools = {**available, **{f.name: f for f in functions}}
         calls = max_calls if max_calls is not None else self.config.max_calls
         top_k = self.config.call_top_k
@@ -244,6 +266,7 @@ class Engine:
             client=client,
             continuation=continuation,
             prefill=prefill,
+            answer_format=answer_format,
         )
 
     async def stream(
@@ -259,6 +282,7 @@ class Engine:
         functions: Sequence[Tool] = (),
         continuation: str = "",
         prefill: str = "",
+        answer_format: AnswerFormat | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Answer `question`, yielding events as they happen; the last one is a `FinalEvent`.
 
@@ -276,6 +300,7 @@ class Engine:
             functions=functions,
             continuation=continuation,
             prefill=prefill,
+            answer_format=answer_format,
         )
         async for event in self.follow(plan, history):
             yield event
@@ -452,10 +477,17 @@ class Engine:
             if reader is not None:
                 reader.add(plan.prefill)
 
+        structure = self._structure(plan)
+
         def choose(logits: Logits, after_result: bool) -> int:
             phase, name = scanner.phase, scanner.name_so_far
-            made = len(answer.trace)
-            token = chooser.choose(logits, phase, name, answer.calls_left, after_result, made)
+            grammar = structure.current(phase, name, scanner.args_so_far) if structure else None
+            if grammar is not None:  # JSON: the grammar's tokens only, no call rule
+                token = chooser.pick(grammar.mask(logits))
+                grammar.advance(token)
+            else:
+                made = len(answer.trace)
+                token = chooser.choose(logits, phase, name, answer.calls_left, after_result, made)
             if logprobs:
                 answer.logprob += _logprob(logits, token)
             return token
@@ -564,6 +596,21 @@ class Engine:
             sample=sample,
             mean_logprob=answer.logprob / max(1, answer.generated) if logprobs else None,
         )
+
+    def _structure(self, plan: Plan) -> AnswerGrammar | None:
+        """The JSON constraints of an answer: its format's, and its calls' arguments' for the
+        tools that take a JSON object; None when it has neither."""
+        if not plan.scan_calls:
+            return None
+        arguments = {
+            name: tool.parameters
+            for name, tool in plan.tools.items()
+            if tool.parameters is not None and plan.inline
+        }
+        if plan.answer_format is None and not arguments:
+            return None
+        functions = {name: arguments[name] for name in plan.client if name in arguments}
+        return AnswerGrammar(self.grammars, arguments, plan.answer_format, functions, plan.prefill)
 
     def select_tools(self, names: list[str] | None) -> dict[str, Tool]:
         """The tools an answer may use; `BadRequest` naming any that are not registered."""

@@ -127,6 +127,11 @@ class CallScanner:
         return self._name
 
     @property
+    def args_so_far(self) -> str:
+        """The arguments written so far (meaningful in `Phase.ARGS`)."""
+        return "".join(self._args)
+
+    @property
     def pending(self) -> Call:
         """The call whose arguments just closed (meaningful in `Phase.AFTER_ARGS`)."""
         end = self._start + len(self._raw)

@@ -7,8 +7,9 @@ it happens, and that summary on the last chunk).
 
 What a chat means here (`ChatRequest.conversation`): the last message is the user's question,
 earlier user/assistant turns are the history, and a system or developer message is ignored,
-because the service's own prompt defines the tools and how to call them. Tool and function
-messages, client-side tools and non-text content are refused: the tools run in the server.
+because the service's own prompt defines the tools and how to call them; after the question
+may come the assistant's calls of the client's functions and the `tool` messages with their
+results (`openai_tools`). OpenAI's old `functions` and non-text content are refused.
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from agent_server.answering import AnswerRequest
 from agent_server.core.decoding import Sampling
 from agent_server.core.events import FinalEvent, ResultEvent, StopReason
 from agent_server.core.strategies import MAX_SAMPLES, StrategyChoice
+from agent_server.core.structured import AnswerFormat
 from agent_server.errors import InvalidRequest
 from agent_server.http import openai_tools
-from agent_server.http.openai_tools import FunctionTool, NamedToolChoice, ToolCall, ToolCallDelta
+from agent_server.http.openai_tools import (
+    FunctionTool,
+    NamedToolChoice,
+    ResponseFormat,
+    ToolCall,
+    ToolCallDelta,
+)
 from agent_server.http.schemas import (
     SAMPLES_HELP,
     STRATEGY_HELP,
@@ -97,6 +105,7 @@ class ChatRequest(BaseModel):
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None  # accepted; one call ends each answer here
     functions: list[Any] | None = None
+    response_format: ResponseFormat | None = None
     agent: AgentOptions | None = None
 
     def check(self) -> None:
@@ -133,7 +142,15 @@ class ChatRequest(BaseModel):
             tool_choice=tool_choice,
             forced=forced,
             continuation=so_far,
+            answer_format=self.answer_format(),
         )
+
+    def answer_format(self) -> AnswerFormat | None:
+        form = self.response_format
+        if form is None:
+            return None
+        where = "response_format.json_schema"
+        return openai_tools.answer_format(form.type, form.json_schema, where)
 
     def stop_strings(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else self.stop or []

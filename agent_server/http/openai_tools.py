@@ -1,7 +1,8 @@
-"""OpenAI's function calling, as the chat route reads and writes it: the request's `tools` and
-`tool_choice`, the `assistant` messages with `tool_calls` and the `tool` messages that answer
-them (read back as the answer so far, each call spliced with its result, the way the engine
-splices its own tools), and the `tool_calls` of a response or a chunk.
+"""OpenAI's function calling and structured output, as the chat and Responses routes read and
+write them: the request's `tools` and `tool_choice`, the `assistant` messages with `tool_calls`
+and the `tool` messages that answer them (read back as the answer so far, each call spliced
+with its result, the way the engine splices its own tools), the `tool_calls` of a response or a
+chunk, and `response_format` (the JSON the answer must be).
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_server.answering import Function, ToolChoice
+from agent_server.core import structured
 from agent_server.core.events import ClientCall
 from agent_server.errors import InvalidRequest
 
-_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 
 
 class FunctionSpec(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     strict: bool | None = None
@@ -68,23 +70,63 @@ class ToolCallDelta(BaseModel):
 
 def functions(tools: Sequence[FunctionTool] | None) -> list[Function]:
     """The client's functions, each named once, their parameters a JSON Schema object."""
-    import jsonschema
-
     found: list[Function] = []
     for i, tool in enumerate(tools or ()):
         spec = tool.function
         if any(f.name == spec.name for f in found):
             raise InvalidRequest(f"two tools are named {spec.name!r}", f"tools[{i}].function.name")
-        try:
-            jsonschema.Draft202012Validator.check_schema(spec.parameters)
-        except jsonschema.SchemaError as exc:
-            where = f"tools[{i}].function.parameters"
-            raise InvalidRequest(f"{where}: not a JSON Schema: {exc.message}", where) from None
+        where = f"tools[{i}].function.parameters"
+        check_schema(spec.parameters, where)
         if spec.parameters.get("type", "object") != "object":
-            where = f"tools[{i}].function.parameters"
             raise InvalidRequest(f"{where}: the arguments must be an object", where)
+        if problem := structured.schema_problem({"type": "object", **spec.parameters}):
+            raise InvalidRequest(f"{where}: cannot be decoded to: {problem}", where)
         found.append(Function(spec.name, spec.description, spec.parameters))
     return found
+
+
+def check_schema(schema: dict[str, Any], where: str) -> None:
+    """`InvalidRequest` naming `where` unless `schema` is a JSON Schema (draft 2020-12)."""
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidRequest(f"{where}: not a JSON Schema: {exc.message}", where) from None
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(default="response", pattern=NAME_PATTERN)
+    description: str = ""
+    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: `text`, `json_object`, or `json_schema` with its schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+def answer_format(
+    kind: str, schema: JsonSchemaFormat | None, where: str
+) -> structured.AnswerFormat | None:
+    """The JSON an answer must be, for a format `kind` (`where`: the request field it came
+    from); None for text. `InvalidRequest` for a schema that cannot be honoured."""
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return structured.JSON_OBJECT
+    if schema is None:
+        raise InvalidRequest(f"{where}: type json_schema needs its json_schema", where)
+    field = f"{where}.schema"
+    check_schema(schema.schema_, field)
+    if problem := structured.answer_problem(schema.schema_):
+        raise InvalidRequest(f"{field}: {problem}", field)
+    return structured.AnswerFormat(schema.schema_, schema.name)
 
 
 def choice(value: str | NamedToolChoice | None) -> tuple[ToolChoice, str | None]:

@@ -3,6 +3,8 @@ Python client: text in and out, plain and streamed, with the scripted model and 
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -75,9 +77,24 @@ def test_a_token_budget_that_runs_out_is_an_incomplete_response(oai, backend):
     ("kwargs", "problem", "param"),
     [
         (
-            {"tools": [{"type": "function", "name": "f", "parameters": {}}]},
-            "not supported",
-            "tools",
+            {"tools": [{"type": "function", "name": "f", "parameters": {"type": "string"}}]},
+            "must be an object",
+            "tools[0].parameters",
+        ),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "array"}}}},
+            "root of the schema",
+            "text.format.schema",
+        ),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": "Hi."},
+                    {"type": "function_call_output", "call_id": "call_nobody", "output": "1"},
+                ]
+            },
+            "answers no call",
+            "input[1].tool_call_id",
         ),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
@@ -101,3 +118,91 @@ def test_an_unknown_model_is_404(oai):
     with pytest.raises(openai.NotFoundError) as missing:
         oai.responses.create(model="gpt-5", input="Hi.")
     assert "does not exist" in missing.value.message
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city now.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
+CALLING = ['Let me look. [get_weather({"city": "Paris"})', " never written."]
+
+
+def test_a_function_call_is_an_output_item_beside_the_text(oai, backend):
+    backend.queue(CALLING)
+    response = oai.responses.create(
+        model="agent-server", input="Weather in Paris?", tools=[WEATHER]
+    )
+    message, call = response.output
+    assert message.type == "message" and response.output_text == "Let me look."
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert call.call_id.startswith("call_") and json.loads(call.arguments) == {"city": "Paris"}
+    assert response.tools[0].name == "get_weather"
+
+
+def test_a_streamed_function_call_sends_its_item_and_arguments(oai, backend):
+    backend.queue(['get_weather({"city": "Paris"})', " never written."])  # after the `[` opened
+    events = list(
+        oai.responses.create(
+            model="agent-server",
+            input="Weather in Paris?",
+            tools=[WEATHER],
+            tool_choice="required",
+            stream=True,
+        )
+    )
+    kinds = [e.type for e in events]
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    added, done, completed = events[2].item, events[5].item, events[-1].response
+    assert added.type == "function_call" and added.name == "get_weather"
+    assert json.loads(events[4].arguments) == {"city": "Paris"}
+    assert done.call_id == added.call_id == completed.output[0].call_id
+
+
+def test_the_function_s_output_continues_the_answer(oai, backend):
+    backend.queue(CALLING, " It is 18 °C.")
+    first = oai.responses.create(model="agent-server", input="Weather in Paris?", tools=[WEATHER])
+    call = first.output[1]
+    second = oai.responses.create(
+        model="agent-server",
+        tools=[WEATHER],
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": "18 °C"},
+        ],
+    )
+    assert second.output_text == "It is 18 °C."
+    assert [item.type for item in second.output] == ["message"]
+    assert backend.prompts[1].endswith('[get_weather({"city": "Paris"}) → 18 °C]')
+
+
+def test_a_named_function_is_called(oai, backend):
+    backend.queue('{"city": "Rome"})')
+    response = oai.responses.create(
+        model="agent-server",
+        input="Weather?",
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+    )
+    (call,) = response.output
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Rome"}
