@@ -44,7 +44,15 @@ from agent_server.core.events import (
     TokenEvent,
     Usage,
 )
-from agent_server.core.grammar import Call, CallScanner, Malformed, Phase, splice_text, strip_calls
+from agent_server.core.grammar import (
+    Call,
+    CallScanner,
+    Malformed,
+    Phase,
+    parse,
+    splice_text,
+    strip_calls,
+)
 from agent_server.core.prefix_cache import PrefixCache
 from agent_server.core.prompts import Prompt, Rendered
 from agent_server.core.strategies import Strategy
@@ -478,6 +486,9 @@ class Engine:
                 reader.add(plan.prefill)
 
         structure = self._structure(plan)
+        # The client's calls already answered count as calls made: the decoding rules treat the
+        # text after their results as they treat it after the service's own.
+        answered = sum(isinstance(s, Call) for s in parse(plan.continuation)) if plan.inline else 0
 
         def choose(logits: Logits, after_result: bool) -> int:
             phase, name = scanner.phase, scanner.name_so_far
@@ -486,7 +497,7 @@ class Engine:
                 token = chooser.pick(grammar.mask(logits))
                 grammar.advance(token)
             else:
-                made = len(answer.trace)
+                made = answered + len(answer.trace)
                 token = chooser.choose(logits, phase, name, answer.calls_left, after_result, made)
             if logprobs:
                 answer.logprob += _logprob(logits, token)
@@ -495,7 +506,9 @@ class Engine:
         def step(ids: list[int], after_result: bool) -> int:
             return choose(session.feed(ids), after_result)
 
-        token = await self._in_worker(lambda: choose(logits, False))
+        # Right after a client's result, as after any result: no call and no end of turn yet.
+        resumed = answered > 0 and plan.continuation.endswith("]") and not plan.prefill
+        token = await self._in_worker(lambda: choose(logits, resumed))
         tools_s = 0.0
         stop_reason: StopReason = "length"
         budget = sampling.max_new_tokens or strategies.TOOLFORMER.max_new_tokens

@@ -115,6 +115,11 @@ class Prompt:
                 blocks.append(self._read(f"examples/{name}.txt").strip())
             except FileNotFoundError:
                 continue  # a tool without examples is still listed with its own example call
+        if any(t.parameters is not None for t in tools):
+            # The client's functions and MCP tools come without worked examples of their own:
+            # these show a JSON call whose result the sentence after it uses (without them the
+            # model ended its answer at the result).
+            blocks.append(self._read("examples/functions.txt").strip())
         return blocks
 
     def instructions(self, tools: Sequence[Tool]) -> str:
