@@ -322,7 +322,10 @@ class Engine:
         if plan.strategy.members:
             return self._consensus(question, plan, history)
         prompt = self.prompts[plan.strategy.name]
-        rendered = prompt.render(self.backend, question, list(plan.tools.values()), history)
+        tools = list(plan.tools.values())
+        rendered = prompt.render(
+            self.backend, question, tools, history, functions=bool(plan.client)
+        )
         return self._sample(rendered, plan) if plan.samples > 1 else self._answer(rendered, plan)
 
     async def complete(

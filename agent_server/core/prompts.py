@@ -106,7 +106,7 @@ class Prompt:
     def _read(self, name: str) -> str:
         return read_prompt(name, self._folder)
 
-    def _examples(self, tools: Sequence[Tool]) -> list[str]:
+    def _examples(self, tools: Sequence[Tool], functions: bool) -> list[str]:
         if self._examples_file is not None:
             return [self._read(self._examples_file).strip()]
         blocks = []
@@ -115,20 +115,23 @@ class Prompt:
                 blocks.append(self._read(f"examples/{name}.txt").strip())
             except FileNotFoundError:
                 continue  # a tool without examples is still listed with its own example call
-        if any(t.parameters is not None for t in tools):
-            # The client's functions and MCP tools come without worked examples of their own:
-            # these show a JSON call whose result the sentence after it uses (without them the
-            # model ended its answer at the result).
+        if functions:
+            # The client's functions come without worked examples: these show a call whose
+            # result (sent back by the client) the sentence after it uses. Without them the
+            # default model ended its answer at the result. (Not for MCP tools: there they made
+            # it pick a wrong tool more often.)
             blocks.append(self._read("examples/functions.txt").strip())
         return blocks
 
-    def instructions(self, tools: Sequence[Tool]) -> str:
+    def instructions(self, tools: Sequence[Tool], functions: bool = False) -> str:
+        """The system turn; `functions`: some of `tools` are the client's functions."""
         if self._template is None:
             return ""
         listed = [
             {"name": t.name, "description": t.description, "example": t.example} for t in tools
         ]
-        return self._template.render(tools=listed, examples=self._examples(tools)).strip()
+        examples = self._examples(tools, functions)
+        return self._template.render(tools=listed, examples=examples).strip()
 
     def render(
         self,
@@ -136,8 +139,10 @@ class Prompt:
         question: str,
         tools: Sequence[Tool],
         history: Sequence[tuple[str, str]] = (),
+        *,
+        functions: bool = False,
     ) -> Rendered:
-        system = self.instructions(tools) if self._template is not None else None
+        system = self.instructions(tools, functions) if self._template is not None else None
         turns = self.fit_history(history)
         earlier = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in turns)
         if self.framing == "chat":
