@@ -40,6 +40,15 @@ def serve(app: FastAPI, log_level: str = "warning", port: int = 0) -> Iterator[h
         thread.join(timeout=10)
 
 
+def wait_idle(client: httpx.Client, within_s: float = 10.0) -> None:
+    """Wait until no answer is in progress (`agent_active_answers` 0): an answer's slot is
+    released only once its generator has closed, so after this its session is fed no more."""
+    deadline = time.monotonic() + within_s
+    while "agent_active_answers 0.0" not in client.get("/metrics").text:
+        assert time.monotonic() < deadline, "an answer is still in progress"
+        time.sleep(0.02)
+
+
 def wait_ready(client: httpx.Client) -> httpx.Response:
     deadline = time.monotonic() + 10
     while (response := client.get("/readyz")).status_code != 200:

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 import numpy as np
 
@@ -62,6 +62,22 @@ from tools.base import Tool, invoke, shown
 from tools.registry import close_registry
 
 T = TypeVar("T")
+
+
+class AnswerOptions(TypedDict, total=False):
+    """`Engine.stream`'s options, for the calls that take them on (`Engine.run`)."""
+
+    strategy: str | None
+    samples: int | None
+    sampling: Sampling | None
+    tools: list[str] | None
+    max_calls: int | None
+    history: Sequence[tuple[str, str]]
+    functions: Sequence[Tool]
+    continuation: str
+    prefill: str
+    answer_format: AnswerFormat | None
+
 JSON_TOKENS = 1024  # an answer in a JSON format, unless the request sets its budget
 
 
@@ -151,28 +167,9 @@ class Engine:
     async def _in_worker(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def run(
-        self,
-        question: str,
-        *,
-        strategy: str | None = None,
-        samples: int | None = None,
-        sampling: Sampling | None = None,
-        tools: list[str] | None = None,
-        max_calls: int | None = None,
-        history: Sequence[tuple[str, str]] = (),
-    ) -> FinalEvent:
-        """Answer `question` and return only the final event."""
-        events = self.stream(
-            question,
-            strategy=strategy,
-            samples=samples,
-            sampling=sampling,
-            tools=tools,
-            max_calls=max_calls,
-            history=history,
-        )
-        return await final_event(events)
+    async def run(self, question: str, **options: Unpack[AnswerOptions]) -> FinalEvent:
+        """Answer `question` (with `stream`'s options) and return only the final event."""
+        return await final_event(self.stream(question, **options))
 
     def plan(
         self,
