@@ -49,12 +49,27 @@ def wait_idle(client: httpx.Client, within_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def wait_ready(client: httpx.Client) -> httpx.Response:
-    deadline = time.monotonic() + 10
-    while (response := client.get("/readyz")).status_code != 200:
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.02)
-    return response
+def wait_ready(
+    client: httpx.Client,
+    within_s: float = 10.0,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> httpx.Response:
+    """Wait for `/readyz` (a model loads in seconds to minutes) and return its response; a
+    `process` serving it must not exit meanwhile (its `log` is shown if it does)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            response = client.get("/readyz")
+            if response.status_code == 200:
+                return response
+            said = response.text
+        except httpx.TransportError as exc:  # not listening yet
+            said = str(exc)
+        assert time.monotonic() < deadline, f"the service did not become ready: {said}"
+        if process is not None:
+            assert process.poll() is None, log.read_text() if log else "the service exited"
+        time.sleep(0.02 if within_s <= 10 else 0.5)
 
 
 @contextlib.contextmanager
@@ -76,16 +91,7 @@ def served_process(
         )
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
-                deadline = time.monotonic() + ready_within_s
-                while True:
-                    try:
-                        if client.get("/readyz").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert time.monotonic() < deadline, "the service did not become ready"
-                    assert server.poll() is None, log.read_text()
-                    time.sleep(0.5)
+                wait_ready(client, ready_within_s, server, log)
                 yield client
         finally:
             server.terminate()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 
 import openai
 import pytest
-from serving import serve
+from serving import serve, wait_ready
 
 from agent_server.http.app import create_app
 from agent_server.settings import Settings
@@ -28,10 +27,7 @@ WEATHER = "17 °C and foggy"  # nothing a model would guess: the answer must hav
 def base_url() -> Iterator[str]:
     # The app builds the engine (and closes it) in its lifespan, as `agent-server serve` does.
     for client in serve(create_app(Settings(tools=[]))):
-        deadline = time.monotonic() + 300
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "the model did not load"
-            time.sleep(0.5)
+        wait_ready(client, 300)
         yield f"{str(client.base_url).rstrip('/')}/v1"
 
 

@@ -12,10 +12,10 @@ import re
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
+from serving import wait_ready
 
 from agent_server.core.decoding import Sampling
 
@@ -144,16 +144,7 @@ def test_service_answers_over_http_on_loopback(tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=120) as client:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "service did not become ready"
-                assert server.poll() is None, (tmp_path / "serve.log").read_text()
-                time.sleep(0.5)
+            wait_ready(client, 300, server, tmp_path / "serve.log")
             assert client.get("/healthz").json() == {"status": "ok"}
             body = client.post("/v1/ask", json={"question": "What is 1234 * 5678?"}).json()
             assert "7006652" in body["answer"]
