@@ -11,6 +11,9 @@ Tree nodes (plain tuples, so they pickle through the pipe):
     ("neg", a)  ("pct", a)  ("bin", "+" | "-" | "*" | "/" | "%" | "**", a, b)
     ("cmp", "==" | "!=" | "<" | "<=" | ">" | ">=", a, b)  ("call", name, (args…))
     ("limits", letter, low, high)   (only as the second argument of integrate)
+
+Long (over 300 lines) because building every node kind, with its safety limits, stays in the one
+file the worker process imports.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ rounds half away from zero.
 
 Left out: implicit multiplication (`2x`), thousands separators (a comma separates arguments),
 units, multi-letter variables, systems of equations, matrices and complex-number input.
+
+Long (over 300 lines) because the tool and the worker process's lifecycle (start, time limit,
+replacement after a crash) are one unit.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ file). A passage keeps the character offsets of its text in its document's text.
 
 Left out: JSONL files inside folders (a JSONL corpus is given as the path itself), removing
 Markdown markup, text encodings other than UTF-8, OCR for scanned PDFs, sentence-aware chunking.
+
+Long (over 300 lines) because reading each supported format and cutting passages share one document
+model.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ so both backends decode by exactly the same rules.
 
 Built on llama-cpp-python's low-level API (`llama_cpp` and its `_internals` wrappers, pinned in
 pyproject.toml); the high-level `Llama` class keeps one sequence per context.
+
+Long (over 300 lines) because the batching scheduler and the sessions it steps share llama.cpp's
+context and its sequence slots.
 """
 
 from __future__ import annotations

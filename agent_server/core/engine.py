@@ -78,6 +78,7 @@ class AnswerOptions(TypedDict, total=False):
     prefill: str
     answer_format: AnswerFormat | None
 
+
 JSON_TOKENS = 1024  # an answer in a JSON format, unless the request sets its budget
 
 

@@ -26,6 +26,9 @@ The value of an answer is a number (as written) when it has one: the last number
 each call standing for its result (`with_results`); for `cot` the `\\boxed{}` one; for `program`
 the last number the program printed, which the closing sentence must state (a sentence that
 states another number is caught: `Check`).
+
+Long (over 300 lines) because each strategy's settings and the reading of its answer's value sit
+side by side.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ wait and first event come before its 200, so a refused request is an HTTP error,
 Left out: n > 1, logprobs, client-side tools and function calling, images, penalties and
 logit_bias (ignored, like any unknown field), the legacy `/v1/completions`, and stopping a
 non-streamed answer whose client has gone (it runs to its end or its time limit).
+
+Long (over 300 lines) because the chat route, its stream and the answering it shares with the
+Responses API keep one admission and time-limit path.
 """
 
 from __future__ import annotations

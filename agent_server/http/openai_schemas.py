@@ -10,6 +10,9 @@ earlier user/assistant turns are the history, and a system or developer message 
 because the service's own prompt defines the tools and how to call them; after the question
 may come the assistant's calls of the client's functions and the `tool` messages with their
 results (`openai_tools`). OpenAI's old `functions` and non-text content are refused.
+
+Long (over 300 lines) because OpenAI's request and response shapes are many small models, and what a
+chat means (`conversation`) belongs with the request that carries it.
 """
 
 from __future__ import annotations

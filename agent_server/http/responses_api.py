@@ -14,6 +14,9 @@ this service's `agent` field, as on the chat route.
 
 Left out: `previous_response_id` (nothing is stored) and `instructions` (the strategy's prompt is
 the system prompt, as with a chat's system message).
+
+Long (over 300 lines) because Responses' request items, output items and semantic stream events are
+one API's shapes, each mapped to the chat request underneath.
 """
 
 from __future__ import annotations

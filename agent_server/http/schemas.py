@@ -1,4 +1,8 @@
-"""Request and response bodies of the HTTP API (pydantic at the edge)."""
+"""Request and response bodies of the HTTP API (pydantic at the edge).
+
+Long (over 300 lines) because it holds every body of the native routes, each a small model with its
+field descriptions for /docs.
+"""
 
 from __future__ import annotations
 

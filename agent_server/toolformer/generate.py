@@ -28,6 +28,9 @@ problems; `README.md`, "Toolformer training"):
 - A Calculator call must also be followed by its result: the text's next number, within the
   window the filter scores, states it (`stated`, `NUMERIC_TOOLS`). The loss filter alone kept
   calls whose result the text went on to contradict or ignore.
+
+Long (over 300 lines) because the paper's three steps (positions, sampled calls, the loss filter)
+share one model session and its cached prompt.
 """
 
 from __future__ import annotations

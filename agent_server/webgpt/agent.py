@@ -17,6 +17,9 @@ answering unsupported. Markers in the answer are checked as it streams (`citatio
 model cites nothing, the quote sharing most words with the answer is cited.
 
 Left out: WebGPT's reward model and best-of-n sampling, and memory between questions.
+
+Long (over 300 lines) because the two policies, the action budget and the cited answer share one
+run's state.
 """
 
 from __future__ import annotations

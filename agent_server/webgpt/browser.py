@@ -15,6 +15,9 @@ whitespace and link markup, and the quote is stored as the page says it. Quotes 
 earlier one of the same page are merged into it. The state shown to the model is compact, as
 WebGPT kept no memory between steps but this summary: the question, the quotes so far, the
 visible window of the current page and the actions left.
+
+Long (over 300 lines) because each browsing command's handler and the page state it changes are kept
+together.
 """
 
 from __future__ import annotations
