@@ -23,6 +23,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp.types import CallToolResult, TextContent
+
 from tools.base import NoWarmUp, ToolError, cap_output
 from tools.json_args import describe_fields, example_arguments, parse_arguments
 
@@ -105,13 +107,7 @@ class McpConnection:
         except Exception as exc:  # the server died or broke the protocol mid-call
             why = _leaf(exc)
             raise ToolError(f"the MCP server {self.server.name!r} failed: {why}") from exc
-        text = "\n".join(
-            getattr(part, "text", None) or f"({getattr(part, 'type', 'content')})"
-            for part in getattr(result, "content", None) or ()
-        ).strip()
-        if getattr(result, "is_error", False):
-            raise ToolError(text or f"{tool} failed")
-        return cap_output(text or "(no output)")
+        return _said(result, tool)
 
     def close(self) -> None:
         loop, stop = self._loop, self._stop
@@ -185,6 +181,17 @@ class McpTool(NoWarmUp):
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _said(result: CallToolResult, tool: str) -> str:
+    """A call's result as the model reads it: its text parts (an image or other part by its
+    type), or `ToolError` with that text when the server says the call failed."""
+    text = "\n".join(
+        part.text if isinstance(part, TextContent) else f"({part.type})" for part in result.content
+    ).strip()
+    if result.is_error:
+        raise ToolError(text or f"{tool} failed")
+    return cap_output(text or "(no output)")
 
 
 def connect(servers: Mapping[str, Mapping[str, Any]]) -> dict[str, McpTool]:

@@ -130,9 +130,17 @@ class TextBrowser:
                 raise BrowserError("no quotes yet: quote at least one passage before answering")
             self.ended = True
             return f"browsing done with {len(self.quotes)} quotes"
-        handler = getattr(self, "_" + command.name.lower().replace(" ", "_"))
-        observation: str = await handler(command.argument)
-        return observation
+        handlers: dict[str, Callable[[str], Awaitable[str]]] = {
+            "Search": self._search,
+            "Click": self._click,
+            "Find in page": self._find_in_page,
+            "Quote": self._quote,
+            "Scroll down": self._scroll_down,
+            "Scroll up": self._scroll_up,
+            "Top": self._top,
+            "Back": self._back,
+        }
+        return await handlers[command.name](command.argument)
 
     async def _search(self, query: str) -> str:
         results = await self.search(query)
