@@ -199,7 +199,7 @@ class Engine:
             available = {}
             question = f"{question}\n\n{answer_format.instruction()}"
         if functions or answer_format is not None:
-            return self._plan_with_functions(
+            return self._plan_for_client(
                 question,
                 strategy,
                 sampling,
@@ -233,7 +233,7 @@ class Engine:
         top_k = chosen.call_top_k if chosen.call_top_k is not None else self.config.call_top_k
         return Plan(chosen, available, sampling, calls, top_k, samples, question=question)
 
-    def _plan_with_functions(
+    def _plan_for_client(
         self,
         question: str,
         strategy: str | None,

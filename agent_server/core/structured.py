@@ -76,9 +76,8 @@ class Constraint:
     """One grammar being followed: `mask` the logits before a token is chosen, `advance` with
     the chosen token. `done` once the grammar is complete (only end-of-text may follow)."""
 
-    def __init__(self, matcher: llguidance.LLMatcher, size: int) -> None:
+    def __init__(self, matcher: llguidance.LLMatcher) -> None:
         self._matcher = matcher
-        self._size = size
 
     @property
     def done(self) -> bool:
@@ -108,9 +107,9 @@ class Constraint:
         if not self._matcher.consume_token(token):
             log.warning("structured decoding stopped: %s", self._matcher.get_error())
 
-    def start_with(self, token_ids: Sequence[int]) -> bool:
-        """Take text the answer already holds (its tokens); False if the grammar refuses it."""
-        return self._matcher.consume_tokens(list(token_ids))
+    def start_with(self, token_ids: Sequence[int]) -> None:
+        """Take text the answer already holds (its tokens); `broken` says if it was refused."""
+        self._matcher.consume_tokens(list(token_ids))
 
 
 class Grammars:
@@ -152,7 +151,7 @@ class Grammars:
     def _start(self, lark: str, written: str) -> Constraint | None:
         tokenizer = self._tokenizer()
         matcher = llguidance.LLMatcher(tokenizer, llguidance.LLMatcher.grammar_from_lark(lark))
-        constraint = Constraint(matcher, tokenizer.vocab_size)
+        constraint = Constraint(matcher)
         if constraint.broken is None and written:
             constraint.start_with(self._encode(written))
         if constraint.broken is not None:
