@@ -316,7 +316,8 @@ def _add_toolformer_commands(
         "--source",
         choices=corpus.SOURCES,
         default="one_step",
-        help="one-step problems from templates, or reasoning-gym's GSM8K-like ones",
+        help="one-step problems from templates, reasoning-gym's GSM8K-like ones, or GSM8K's "
+        "training solutions (data/gsm8k_train.jsonl, the held-apart samples left out)",
     )
     corpus_command.add_argument(
         "--voice",

@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 from cli_run import cli
 
+from agent_server.core.grammar import Call, parse, strip_calls
 from agent_server.core.numbers import last_number, same_number
 from agent_server.core.prompts import Prompt
 from agent_server.toolformer.corpus import (
     INSTRUCTION,
+    gsm8k_problems,
+    human_calls,
     own_answers,
+    plain,
     text,
     worked_problems,
 )
@@ -152,3 +156,61 @@ def test_the_one_step_source_writes_the_problems_with_their_answers(tmp_path):
     )
     questions = {json.loads(line)["question"].strip() for line in SVAMP.read_text().splitlines()}
     assert not {p["question"] for p in expected} & questions
+
+
+# -- GSM8K's training solutions (`--source gsm8k`) ----------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_annotations_are_stripped_exactly():
+    solution = "She earns 12/60 = $<<12/60=0.2>>0.2 a minute.\nSo 50*0.2 = <<50*0.2=10>>10.\n"
+    assert plain(solution) == "She earns 12/60 = $0.2 a minute.\nSo 50*0.2 = 10.\n"
+    assert human_calls(solution) == (
+        "She earns 12/60 = [Calculator(12/60) → 0.2] $0.2 a minute.\n"
+        "So 50*0.2 = [Calculator(50*0.2) → 10] 10.\n"
+    )
+    for row in _rows("gsm8k_train.jsonl"):
+        stripped = plain(row["solution"])
+        assert "<<" not in stripped and ">>" not in stripped, row["id"]
+        # Nothing but the annotations is removed: the text outside them is kept, in order.
+        outside = re.split(r"<<[^<>]*>>", row["solution"])
+        assert stripped == "".join(outside), row["id"]
+
+
+def test_the_people_s_calls_are_the_calls_the_engine_reads_with_their_results():
+    row = _rows("gsm8k_train.jsonl")[0]
+    calls = [s for s in parse(human_calls(row["solution"])) if isinstance(s, Call)]
+    assert [(c.name, c.args, c.result) for c in calls] == [
+        ("Calculator", "48/2", "24"),
+        ("Calculator", "48+24", "72"),
+    ]
+    assert _words(strip_calls(human_calls(row["solution"]))) == _words(plain(row["solution"]))
+
+
+def test_the_corpus_never_holds_a_held_apart_problem():
+    held = _rows("gsm8k_dev.jsonl") + _rows("gsm8k_tune.jsonl")
+    everything = list(gsm8k_problems(10_000, seed=0, train=DATA / "gsm8k_train.jsonl"))
+    assert len(everything) == 7473 - len(held)  # all the rest, each once
+    assert not {r["id"] for r in everything} & {r["id"] for r in held}
+    assert not {r["question"] for r in everything} & {r["question"] for r in held}
+
+
+def test_gsm8k_texts_keep_one_step_a_line_and_the_same_seed_gives_the_same_texts(monkeypatch):
+    monkeypatch.chdir(DATA.parent)  # the command reads data/ from the repository's folder
+    first = list(worked_problems(5, 3, "gsm8k"))
+    assert first == list(worked_problems(5, 3, "gsm8k"))
+    assert first != list(worked_problems(5, 4, "gsm8k"))
+    for record in first:
+        assert record["text"].startswith("Question: ") and "\nAnswer: " in record["text"]
+        assert "<<" not in record["text"] and "[Calculator(" in record["annotated"]
+        answer = record["text"].split("\nAnswer: ")[1]
+        assert _words(strip_calls(record["annotated"].split("\nAnswer: ")[1])) == _words(answer)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()

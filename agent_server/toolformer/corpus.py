@@ -1,7 +1,15 @@
 """`agent-server toolformer corpus`: texts to annotate, worked arithmetic word problems.
 
-Two sources: `gsm_symbolic`, below, and `one_step` (`word_problems.py`), one-step problems from
-templates with one-sentence answers.
+Three sources: `gsm8k`, solutions written by people; `gsm_symbolic`, below; and `one_step`
+(`word_problems.py`), one-step problems from templates with one-sentence answers.
+
+`gsm8k` reads GSM8K's training file (`data/gsm8k_train.jsonl`, MIT) without the problems held
+apart (`data/gsm8k_dev.jsonl`, the dev set the math figures come from, and
+`data/gsm8k_tune.jsonl`, where prompts were tried): each solution keeps its lines (one step a
+line, as the `calculator` strategy reasons) with its calculator annotations removed exactly
+(`48/2 = <<48/2=24>>24` becomes `48/2 = 24`), so that the model annotates the plain text itself.
+The annotations people wrote are kept beside it as inline calls (`annotated`: `48/2 =
+[Calculator(48/2) → 24] 24`), the comparison Toolformer's own calls invite.
 
 Toolformer annotates ordinary text where a tool would have helped. The Calculator helps where a
 text states a computation and its result, so the corpus is worked solutions to word problems:
@@ -32,8 +40,9 @@ STaR, Zelikman et al., 2022).
 from __future__ import annotations
 
 import json
+import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +54,15 @@ if TYPE_CHECKING:
     from agent_server.evals.runner import Progress
 
 GENERATOR = "gsm_symbolic"
-SOURCES = (GENERATOR, "one_step")
+GSM8K = "gsm8k"
+SOURCES = (GENERATOR, "one_step", GSM8K)
+DATA = Path("data")
+GSM8K_TRAIN = DATA / "gsm8k_train.jsonl"
+# The samples the figures and the prompt choices come from: never a training text.
+HELD_APART = (DATA / "gsm8k_dev.jsonl", DATA / "gsm8k_tune.jsonl")
+# GSM8K's calculator annotation, `<<48/2=24>>` (the expression up to its last `=`); a currency
+# sign written before it (`$<<12/60=0.2>>0.2`) is kept with the number.
+ANNOTATION = re.compile(r"(\$?)<<([^<>]*)=([^<>=]*)>>")
 # What reasoning-gym appends to every question for its own scoring.
 INSTRUCTION = " Give the result as your final answer. Do not include units."
 ANSWER_MARKER = re.compile(r"\n?#### *[^\n]*\s*$")
@@ -98,19 +115,70 @@ def short_problems(size: int, seed: int) -> Iterator[dict[str, Any]]:
             return
 
 
+def plain(solution: str) -> str:
+    """A GSM8K solution as people read it: its calculator annotations removed, nothing else."""
+    return ANNOTATION.sub(lambda m: m.group(1), solution)
+
+
+def human_calls(solution: str) -> str:
+    """A GSM8K solution with its annotations as inline Calculator calls, results spliced."""
+    return ANNOTATION.sub(
+        lambda m: f"[Calculator({m.group(2)}) → {m.group(3)}] {m.group(1)}", solution
+    )
+
+
+def gsm8k_problems(
+    size: int,
+    seed: int,
+    train: Path = GSM8K_TRAIN,
+    held_apart: Sequence[Path] = HELD_APART,
+) -> Iterator[dict[str, Any]]:
+    """Up to `size` problems {id, question, solution, annotated, answer} of GSM8K's training
+    file, none of `held_apart`, in an order the `seed` fixes."""
+    held = {json.loads(line)["id"] for path in held_apart for line in _lines(path)}
+    rows = [row for row in map(json.loads, _lines(train)) if row["id"] not in held]
+    random.Random(seed).shuffle(rows)
+    for row in rows[:size]:
+        yield {
+            "id": row["id"],
+            "question": row["question"],
+            "solution": plain(row["solution"]),
+            "annotated": human_calls(row["solution"]),
+            "answer": float(row["answer"]),
+        }
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} is missing: run from the repository's folder") from exc
+
+
 def problems(source: str, size: int, seed: int) -> Iterator[dict[str, Any]]:
     """Up to `size` problems {id, question, solution, answer} from `source` (one of `SOURCES`)."""
     if source == "one_step":
         return one_step_problems(size, seed)
     if source == GENERATOR:
         return short_problems(size, seed)
+    if source == GSM8K:
+        return gsm8k_problems(size, seed)
     raise ConfigError(f"unknown source {source!r}: one of {', '.join(SOURCES)}")
 
 
 def worked_problems(size: int, seed: int, source: str = GENERATOR) -> Iterator[dict[str, Any]]:
-    """Up to `size` records {id, text}: problems with their worked solutions."""
+    """Up to `size` records {id, text}: problems with their worked solutions (GSM8K's: its
+    lines kept, and `annotated`, the same text with the people's calls)."""
     for problem in problems(source, size, seed):
-        yield {"id": problem["id"], "text": text(problem["question"], problem["solution"])}
+        if source != GSM8K:
+            yield {"id": problem["id"], "text": text(problem["question"], problem["solution"])}
+            continue
+        asked = f"Question: {problem['question']}\nAnswer: "
+        yield {
+            "id": problem["id"],
+            "text": asked + problem["solution"],
+            "annotated": asked + problem["annotated"],
+        }
 
 
 async def own_answers(
