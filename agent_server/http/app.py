@@ -63,11 +63,6 @@ def create_app(
             # Before the model loads, so the first index already holds every upload.
             await app.state.documents.sync()
         app.state.load_error = None
-        app.state.admission = Admission(
-            settings.max_active_answers or 1, settings.max_queued_answers
-        )
-        # The model counts as loaded by the very test /readyz makes (`deps.get_engine`).
-        app.state.metrics = Metrics(app.state.admission, lambda: app.state.engine)
 
         async def load() -> None:
             try:
@@ -113,7 +108,12 @@ def create_app(
         app.state.store.close()
 
     app = FastAPI(title="agent-server", version="0.1.0", lifespan=lifespan)
-    middleware.install(app, settings)
+    # The queue and the metrics exist from the start: the middleware counts every request.
+    app.state.engine = None
+    app.state.admission = Admission(settings.max_active_answers or 1, settings.max_queued_answers)
+    # The model counts as loaded by the very test /readyz makes (`deps.get_engine`).
+    app.state.metrics = Metrics(app.state.admission, lambda: app.state.engine)
+    middleware.install(app, settings, app.state.metrics)
 
     @app.exception_handler(AgentError)
     async def agent_error(_: Request, exc: AgentError) -> JSONResponse:

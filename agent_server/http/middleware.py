@@ -25,7 +25,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from contextvars import ContextVar
 
 from fastapi import FastAPI
@@ -47,7 +47,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def install(app: FastAPI, settings: Settings) -> None:
+def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     """Add the middleware to `app` (Starlette makes the last one added the outermost)."""
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_keys:
@@ -62,11 +62,11 @@ def install(app: FastAPI, settings: Settings) -> None:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(AccessMiddleware, metrics=lambda: getattr(app.state, "metrics", None))
+    app.add_middleware(AccessMiddleware, metrics=metrics)
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics | None]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
@@ -101,9 +101,7 @@ class AccessMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
         route = route_template(scope)
-        metrics = self.metrics()
-        if metrics is not None:
-            metrics.observe_request(route, scope["method"], status, seconds)
+        self.metrics.observe_request(route, scope["method"], status, seconds)
         client = scope.get("client")
         line = {
             "request_id": rid,
