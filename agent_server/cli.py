@@ -493,12 +493,15 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
 
     # One JSON line per request from our own access log (with its request id), not uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        access_log=False,
+    host, port = host or settings.host, port or settings.port
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(
+        f"agent-server: the chat UI at http://{shown}:{port}/ and the API at /v1 (docs: /docs), "
+        f'once the model has loaded (/readyz). Try: "What is 1234 * 5678?"',
+        file=sys.stderr,
+        flush=True,
     )
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False)
     return 0
 
 

@@ -145,6 +145,8 @@ def test_service_answers_over_http_on_loopback(tmp_path):
     try:
         with httpx.Client(base_url=base, timeout=120) as client:
             wait_ready(client, 300, server, tmp_path / "serve.log")
+            said = (tmp_path / "serve.log").read_text()
+            assert f"the chat UI at http://127.0.0.1:{port}/" in said  # where to go, at start
             assert client.get("/healthz").json() == {"status": "ok"}
             body = client.post("/v1/ask", json={"question": "What is 1234 * 5678?"}).json()
             assert "7006652" in body["answer"]
