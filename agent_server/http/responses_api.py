@@ -44,7 +44,7 @@ from agent_server.http.openai_schemas import (
     ContentPart,
     now,
 )
-from agent_server.http.openai_tools import NAME_PATTERN, JsonSchemaFormat, ToolCall
+from agent_server.http.openai_tools import FunctionSpec, JsonSchemaFormat, ToolCall
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=OpenAIRoute)
@@ -72,16 +72,10 @@ class InputItem(BaseModel):
     output: str | None = None
 
 
-class ResponseTool(BaseModel):
-    """A function tool, Responses' flat shape (`name` beside `type`, not inside `function`)."""
-
-    model_config = ConfigDict(extra="ignore")
+class ResponseTool(FunctionSpec):
+    """A function tool, Responses' flat shape: the chat's function spec with `type` beside it."""
 
     type: Literal["function"]
-    name: str = Field(pattern=NAME_PATTERN)
-    description: str = ""
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
-    strict: bool | None = None
 
 
 class NamedTool(BaseModel):
