@@ -21,12 +21,13 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
-
-from mcp.types import CallToolResult, TextContent
+from typing import TYPE_CHECKING, Any
 
 from tools.base import NoWarmUp, ToolError, cap_output
 from tools.json_args import describe_fields, example_arguments, parse_arguments
+
+if TYPE_CHECKING:  # the SDK takes a second to import: only once a server is configured
+    from mcp.types import CallToolResult
 
 START_TIMEOUT_S = 30.0  # a stdio server's start (a Python interpreter and its imports)
 
@@ -186,6 +187,8 @@ class McpTool(NoWarmUp):
 def _said(result: CallToolResult, tool: str) -> str:
     """A call's result as the model reads it: its text parts (an image or other part by its
     type), or `ToolError` with that text when the server says the call failed."""
+    from mcp.types import TextContent
+
     text = "\n".join(
         part.text if isinstance(part, TextContent) else f"({part.type})" for part in result.content
     ).strip()
