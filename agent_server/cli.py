@@ -24,7 +24,7 @@ from agent_server import answering
 from agent_server.answering import AnswerRequest
 from agent_server.core import strategies
 from agent_server.core.decoding import Sampling
-from agent_server.core.events import CallEvent, FinalEvent, ResultEvent
+from agent_server.core.events import CallEvent, FinalEvent, ResultEvent, TokenEvent
 from agent_server.core.grammar import quote, render
 from agent_server.core.prompts import Prompt
 from agent_server.errors import AgentError, ConfigError
@@ -157,7 +157,13 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
         webgpt = build_webgpt(settings, engine) if args.mode == "webgpt" else None
         events = answering.answer(asked, engine, webgpt, plan)
         members = () if plan is None else plan.strategy.voters
+        first_token = True
         async for event in events:
+            if args.trace and first_token and isinstance(event, TokenEvent):
+                first_token = False
+                age = process_age_s()
+                if age is not None:
+                    print(f"[first token {age:.2f} s after the process started]", file=sys.stderr)
             if args.trace and isinstance(event, CallEvent):
                 called = f"{event.tool}({event.argument})" if event.argument else event.tool
                 by = _answer_label(event.sample, members)
@@ -167,11 +173,28 @@ async def _ask(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"  = {outcome}  ({event.duration_s * 1000:.0f} ms)", file=sys.stderr)
             elif isinstance(event, FinalEvent):
                 _print_final(event, engine.backend.name, args)
+        if args.trace:
+            loaded = engine.prefixes.loaded
+            print(f"[prompt cache: {loaded} prompt starts loaded from disk]", file=sys.stderr)
         if webgpt is not None:
             await webgpt.aclose()
     finally:
         engine.close()
     return 0
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (interpreter start-up and imports included), from
+    /proc; None where there is none."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except OSError:
+        return None
+    # Field 22, after the command name in parentheses (which may hold spaces): start time in
+    # clock ticks after boot.
+    started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    return max(uptime - started, 0.0)
 
 
 def _answer_label(sample: int | None, members: Sequence[str]) -> str:

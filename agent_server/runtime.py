@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from agent_server.backends import Backend, load_backend
 from agent_server.core.engine import Engine, EngineConfig
+from agent_server.core.prefix_cache import SavedPrefixes
 from agent_server.core.prompts import Prompt, PromptStyle
 from agent_server.errors import ConfigError, PageError
 from agent_server.models import ModelSource
@@ -73,7 +74,8 @@ def build_engine(settings: Settings, tools: dict[str, Tool] | None = None) -> En
     # not inside the first request.
     backend.vocab.call_openers()
     backend.vocab.allowed_after("", tuple(sorted(tools)))
-    return Engine(backend, tools, Prompt(style), config, owns_backend=True)
+    saved = SavedPrefixes(settings.cache_dir / "prompts") if settings.prompt_cache else None
+    return Engine(backend, tools, Prompt(style), config, owns_backend=True, saved_prefixes=saved)
 
 
 def build_webgpt(settings: Settings, engine: Engine) -> WebGPT:

@@ -52,8 +52,12 @@ class Settings(BaseSettings):
     remote_model: str | None = None  # the name the server knows the model by; None: `model`
     remote_api_key: SecretStr = SecretStr("")
     remote_top_k: int = Field(default=10, ge=1, le=20)
-    # Converted model folders and assembled GGUFs; safe to delete, rebuilt on next start.
+    # Converted model folders, assembled GGUFs and saved prompt caches; safe to delete, rebuilt
+    # on next start.
     cache_dir: Path = Path.home() / ".cache" / "agent-server"
+    # llama.cpp only: the KV cache of each prompt's shared start is saved under
+    # cache_dir/prompts, so a new process loads it instead of reading the prompt again.
+    prompt_cache: bool = True
     # What must survive: the conversations database. Not a cache: never deleted by us.
     data_dir: Path = Path.home() / ".local" / "share" / "agent-server"
     # Conversations and uploaded documents: unset, the SQLite file data_dir/conversations.db;

@@ -68,6 +68,7 @@ class ForcedBackend:
     clock: Clock = field(default_factory=Clock)
     batching = False  # one model thread: each step is timed alone
     prefix_caching = False  # every prompt read in full, as the benchmark times it
+    state_key = None
 
     @property
     def name(self) -> str:
@@ -89,6 +90,9 @@ class ForcedBackend:
     def new_session(self) -> ForcedSession:
         eos = min(self.real.vocab.eos_ids)
         return ForcedSession(self.real.new_session(), self.parts, self.clock, eos)
+
+    def restore(self, state: bytes, length: int) -> None:
+        """Never asked: `state_key` is None, so no session of this backend is saved."""
 
 
 class ForcedSession:

@@ -234,3 +234,34 @@ def test_a_closed_llamacpp_backend_raises_instead_of_crashing():
         llama.encode("hello")
     with pytest.raises(ModelNotAvailable, match="closed"):
         session.feed([1, 2])
+
+
+def test_a_llamacpp_prefix_saved_to_disk_continues_alike_in_another_context(tmp_path: Path):
+    # What a new process does with the prompt cache a previous one saved: a second context of
+    # the same model loads the file and continues exactly as a fresh read would.
+    from agent_server.core.prefix_cache import PrefixCache, SavedPrefixes
+
+    settings = Settings(model=MODEL)
+    first, _ = load_backend(settings.model, settings.cache_dir, kind="llamacpp")
+    second, _ = load_backend(settings.model, settings.cache_dir, kind="llamacpp")
+    try:
+        assert first.state_key and first.state_key == second.state_key
+        prefix = first.encode("Question: What is the capital of France?\n")
+        rest = first.encode("Answer: The capital of France is")
+        PrefixCache(first, saved=SavedPrefixes(tmp_path)).open(prefix)
+        cache = PrefixCache(second, saved=SavedPrefixes(tmp_path))
+        loaded = cache.open(prefix)
+        assert cache.loaded == 1 and loaded.length == len(prefix)
+        fresh = second.new_session()  # read in the same two pieces: llama.cpp's sums depend
+        fresh.feed(prefix)  # on how a batch is split
+        want = fresh.feed(rest)
+        got = loaded.feed(rest)
+        assert int(got.argmax()) == int(want.argmax())
+        np.testing.assert_allclose(got, want, atol=1e-3)
+        # Bytes llama.cpp does not accept give no session (the cache then reads the prompt).
+        assert second.restore(b"\0" * 64, len(prefix)) is None
+        state = loaded.save()
+        assert state is not None and second.restore(state, len(prefix) + 1) is None
+    finally:
+        first.close()
+        second.close()

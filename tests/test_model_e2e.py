@@ -18,6 +18,7 @@ import pytest
 from serving import wait_ready
 
 from agent_server.core.decoding import Sampling
+from agent_server.settings import Settings
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -80,19 +81,30 @@ def test_answer_without_tools_has_no_calls(real_engine):
     assert "[Calculator(" not in final.text
 
 
-def test_cli_ask_prints_answer_and_trace():
-    done = subprocess.run(
-        [sys.executable, "-m", "agent_server.cli", "ask", "--trace", "What is 1234 * 5678?"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
+def test_cli_ask_prints_answer_and_trace_and_the_next_process_loads_the_prompt_cache(tmp_path):
+    # A cache folder of its own, with the assembled model linked in: the prompt cache starts empty.
+    (tmp_path / "gguf").symlink_to(Settings().cache_dir / "gguf")
+    env = {**os.environ, "AGENT_CACHE_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "agent_server.cli", "ask", "--trace", "What is 1234 * 5678?"]
+
+    def ask() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=600, check=True
+        )
+
+    done = ask()
     assert "7006652" in done.stdout
     # The default for a question with a number: programs, run in the sandbox, and their vote.
     assert "[program] → Python(" in done.stderr  # each call named by the strategy that made it
     assert "= 7006652" in done.stderr
     assert "votes: 7006652 ×" in done.stderr
+    assert re.search(r"\[first token [0-9.]+ s after the process started\]", done.stderr)
+    assert "[prompt cache: 0 prompt starts loaded from disk]" in done.stderr
+    saved = sorted((tmp_path / "prompts").glob("*.kv"))
+    assert len(saved) == 2  # consensus's two members, each its own prompt
+    again = ask()
+    assert "[prompt cache: 2 prompt starts loaded from disk]" in again.stderr
+    assert "7006652" in again.stdout
 
 
 def test_small_model_loads_and_calls_the_calculator():

@@ -36,6 +36,11 @@ class Session(Protocol):
         """A new session that has read the same tokens (sharing or copying their KV cache)."""
         ...
 
+    def save(self) -> bytes | None:
+        """The session's KV cache as bytes for `Backend.restore`, or None where the backend
+        can't save one (its `state_key` is None)."""
+        ...
+
 
 class Backend(Protocol):
     @property
@@ -63,6 +68,17 @@ class Backend(Protocol):
     def prefix_caching(self) -> bool:
         """Whether the engine should keep forkable sessions of prompt starts (`PrefixCache`);
         False where forking copies more than it saves, or the server caches prefixes itself."""
+        ...
+
+    @property
+    def state_key(self) -> str | None:
+        """What a saved session depends on besides its tokens (the model's digest, the
+        backend's version and layout), or None where sessions can't be saved and restored."""
+        ...
+
+    def restore(self, state: bytes, length: int) -> Session | None:
+        """A session that has read `length` tokens, from `Session.save`'s bytes; None if they
+        don't load (another model, a damaged file)."""
         ...
 
     @property

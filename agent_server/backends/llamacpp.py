@@ -25,6 +25,7 @@ context and its sequence slots.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import queue
 import threading
@@ -33,7 +34,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -41,6 +42,8 @@ from agent_server.backends.base import Logits
 from agent_server.backends.gguf import GgufTokenizer, import_llama, load_model
 from agent_server.errors import ModelBusy, ModelNotAvailable
 from agent_server.models import ModelSource
+
+T = TypeVar("T")
 
 # How long a step may wait for the other answers of the last step (`_Scheduler._gather`): a few
 # times the Python work between two steps of one answer, a tenth of a 0.5B decode step.
@@ -64,8 +67,11 @@ class LlamaCppBackend:
     kind = "llamacpp"
     batching = True  # sessions may feed from several threads at once: their steps are batched
 
-    def __init__(self, model: Any, context: Any, name: str, config: LlamaCppConfig) -> None:
+    def __init__(
+        self, model: Any, context: Any, name: str, config: LlamaCppConfig, state_key: str | None
+    ) -> None:
         self.name = name
+        self.state_key = state_key
         self._model = model  # the _internals wrappers free the context before the model
         self._context = context
         self._tokens = GgufTokenizer(model)
@@ -97,7 +103,11 @@ class LlamaCppBackend:
         except ValueError as exc:
             model.close()
             raise ModelNotAvailable(f"llama.cpp cannot make a context: {exc}") from exc
-        return cls(model, context, source.name, config)
+        # A saved sequence holds its cells in this model's layout and llama.cpp's format.
+        state_key = source.cache_key and "|".join(
+            (source.cache_key, f"llama-cpp-python {llama.__version__}", "kv f16", "unified")
+        )
+        return cls(model, context, source.name, config, state_key)
 
     def close(self) -> None:
         """Stop the scheduler and free the context and the model; later use raises."""
@@ -108,6 +118,13 @@ class LlamaCppBackend:
 
     def new_session(self) -> LlamaCppSession:
         return LlamaCppSession(self._scheduler, self._scheduler.acquire(), 0)
+
+    def restore(self, state: bytes, length: int) -> LlamaCppSession | None:
+        """A session from `LlamaCppSession.save`'s bytes, or None if llama.cpp refuses them."""
+        seq = self._scheduler.acquire()
+        session = LlamaCppSession(self._scheduler, seq, length)  # its finalizer frees `seq`
+        loaded = self._scheduler.run(lambda: self._scheduler.load(seq, state, length))
+        return session if loaded else None
 
 
 class LlamaCppSession:
@@ -131,8 +148,12 @@ class LlamaCppSession:
     def fork(self) -> LlamaCppSession:
         """A session that has read the same tokens, sharing this one's cells."""
         twin = self._scheduler.acquire()
-        self._scheduler.run(lambda copy: copy(self._seq, twin))
+        self._scheduler.run(lambda: self._scheduler.copy(self._seq, twin))
         return LlamaCppSession(self._scheduler, twin, self._length)
+
+    def save(self) -> bytes:
+        """This sequence's KV cells, as llama.cpp writes them (`llama_state_seq_get_data`)."""
+        return self._scheduler.run(lambda: self._scheduler.save(self._seq))
 
 
 @dataclass
@@ -146,8 +167,8 @@ class _Feed:
 
 @dataclass
 class _Op:
-    fn: Callable[[Callable[[int, int], None]], None]
-    done: Future[None] = field(default_factory=Future)
+    fn: Callable[[], Any]
+    done: Future[Any] = field(default_factory=Future)
 
 
 class _Scheduler:
@@ -180,7 +201,7 @@ class _Scheduler:
         if self._stopped:
             return
 
-        def clear(_copy: Callable[[int, int], None]) -> None:
+        def clear() -> None:
             self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
             with self._lock:
                 self._free.append(seq_id)
@@ -196,13 +217,14 @@ class _Scheduler:
         self._queue.put(request)
         return request.done.result()
 
-    def run(self, fn: Callable[[Callable[[int, int], None]], None]) -> None:
-        """Run `fn(copy)` on the scheduler thread; `copy(src, dst)` forks a sequence."""
+    def run(self, fn: Callable[[], T]) -> T:
+        """`fn()` run on the scheduler thread, between two steps (`copy`, `save`, `load`)."""
         if self._stopped:
             raise ModelNotAvailable("the llama.cpp model has been closed")
         op = _Op(fn)
         self._queue.put(op)
-        op.done.result()
+        result: T = op.done.result()
+        return result
 
     def stop(self) -> None:
         self._stopped = True
@@ -210,9 +232,24 @@ class _Scheduler:
         self._thread.join(timeout=10)
         self._llama.llama_batch_free(self._batch)
 
-    # -- the scheduler thread -----------------------------------------------------------------
-    def _copy(self, src: int, dst: int) -> None:
+    # -- the scheduler thread (through `run`) --------------------------------------------------
+    def copy(self, src: int, dst: int) -> None:
         self._llama.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
+
+    def save(self, seq: int) -> bytes:
+        size = self._llama.llama_state_seq_get_size(self._ctx, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = self._llama.llama_state_seq_get_data(self._ctx, buffer, size, seq)
+        return bytes(buffer)[:written]
+
+    def load(self, seq: int, state: bytes, length: int) -> bool:
+        """Whether `state` loaded into `seq` as `length` tokens (else `seq` is left empty)."""
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        read = self._llama.llama_state_seq_set_data(self._ctx, buffer, len(state), seq)
+        if read and self._llama.llama_memory_seq_pos_max(self._memory, seq) == length - 1:
+            return True
+        self._llama.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        return False
 
     def _run(self) -> None:
         while True:
@@ -256,11 +293,11 @@ class _Scheduler:
 
     def _run_op(self, op: _Op) -> None:
         try:
-            op.fn(self._copy)
+            result = op.fn()
         except Exception as exc:  # pragma: no cover - the C calls return codes, not raise
             op.done.set_exception(exc)
         else:
-            op.done.set_result(None)
+            op.done.set_result(result)
 
     def _step(self) -> None:
         """One llama_decode over every active sequence: next tokens first, then prompt chunks."""

@@ -62,6 +62,7 @@ class RemoteBackend:
     batching = True
     parallel = 8
     prefix_caching = False  # the server's own prefix cache does this job
+    state_key = None
 
     def __init__(
         self,
@@ -90,6 +91,9 @@ class RemoteBackend:
 
     def new_session(self) -> RemoteSession:
         return RemoteSession(self, [])
+
+    def restore(self, state: bytes, length: int) -> None:
+        """Never asked: `state_key` is None, so no session of this backend is saved."""
 
     def check(self) -> None:
         """Raise `ModelNotAvailable` unless the server answers and serves `config.model`."""
@@ -146,6 +150,9 @@ class RemoteSession:
     def fork(self) -> RemoteSession:
         """A session with the same text: the server's prefix cache shares the work."""
         return RemoteSession(self._backend, list(self._ids))
+
+    def save(self) -> None:
+        return None
 
     def feed(self, token_ids: Sequence[int]) -> Logits:
         self._ids.extend(token_ids)

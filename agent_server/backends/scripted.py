@@ -33,6 +33,7 @@ class ScriptedBackend:
     parallel = 1
     batching = False
     prefix_caching = False
+    state_key = None
 
     def __init__(self, replies: Iterable[Reply] = ()) -> None:
         self._chars: list[str] = ["<eos>", *string.printable]
@@ -75,6 +76,9 @@ class ScriptedBackend:
         self.sessions.append(session)
         return session
 
+    def restore(self, state: bytes, length: int) -> None:
+        """Never asked: `state_key` is None, so no session of this backend is saved."""
+
 
 class ScriptedSession:
     def __init__(self, backend: ScriptedBackend, parts: list[str]) -> None:
@@ -116,6 +120,9 @@ class ScriptedSession:
         twin._tokens = list(self._tokens)
         self._backend.sessions.append(twin)
         return twin
+
+    def save(self) -> None:
+        return None
 
     def _expected(self) -> int | None:
         part = self._parts[self._part]

@@ -38,6 +38,7 @@ class TransformersBackend:
     # a long one; more only slow each one down.
     parallel = 2
     batching = False
+    state_key = None  # sessions are not saved to disk: `restore` is never asked
 
     def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
         self._model = model
@@ -114,6 +115,9 @@ class TransformersBackend:
     def new_session(self) -> TransformersSession:
         return TransformersSession(self._model, self._cache_argument)
 
+    def restore(self, state: bytes, length: int) -> None:
+        """Never asked: `state_key` is None, so no session of this backend is saved."""
+
 
 class TransformersSession:
     def __init__(self, model: Any, cache_argument: str) -> None:
@@ -132,6 +136,9 @@ class TransformersSession:
         twin._cache = copy.deepcopy(self._cache)
         twin._length = self._length
         return twin
+
+    def save(self) -> None:
+        return None
 
     def feed(self, token_ids: Sequence[int]) -> Logits:
         ids = torch.tensor([list(token_ids)], dtype=torch.long)

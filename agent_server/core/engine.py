@@ -53,7 +53,7 @@ from agent_server.core.grammar import (
     splice_text,
     strip_calls,
 )
-from agent_server.core.prefix_cache import PrefixCache
+from agent_server.core.prefix_cache import PrefixCache, SavedPrefixes
 from agent_server.core.prompts import Prompt, Rendered
 from agent_server.core.strategies import Strategy
 from agent_server.core.structured import AnswerFormat, AnswerGrammar, Grammars
@@ -139,6 +139,7 @@ class Engine:
         executor: ThreadPoolExecutor | None = None,
         *,
         owns_backend: bool = False,
+        saved_prefixes: SavedPrefixes | None = None,
     ) -> None:
         self.backend = backend
         self._owns_backend = owns_backend  # close() frees the model too (the service's engine)
@@ -150,7 +151,7 @@ class Engine:
             if not strategy.members  # an ensemble asks through its members' prompts
         }
         self.config = config or EngineConfig()
-        self.prefixes = PrefixCache(backend)
+        self.prefixes = PrefixCache(backend, saved=saved_prefixes)
         self.grammars = Grammars(backend.vocab, backend.encode)  # its token table: at first use
         # Model steps never run on the loop. A backend that batches takes steps from several
         # threads at once and decodes them together; any other owns one thread, where the steps
