@@ -11,7 +11,9 @@ choice and detokenizing included, just no tool call):
 - per call: from a tool result's tokens to the next logits, 8 tokens into an answer (a remote
   backend sends its text again and relies on the server's prompt cache);
 - aggregate tokens/s with 1, 4 and 8 answers at once (each writing up to --tokens tokens):
-  llama.cpp decodes their steps in one batch, transformers takes turns on one thread.
+  llama.cpp decodes their steps in one batch, transformers takes turns on one thread. The
+  ceiling's row gives llama.cpp's own: `llama_decode` alone on 1, 4 and 8 sequences, one token
+  of each per batch, no token choice at all (what batching can give on this CPU and model).
 
 Every figure is the median of --repeats runs. Each row is measured in a fresh process: llama.cpp's
 OpenMP threads, once started from one thread, slow down a context driven from another by about
@@ -113,12 +115,54 @@ def ceiling(gguf: Path, threads: int, tokens: int, repeats: int) -> Row:
         prefill.append(len(llm.tokenize(PREFILL.encode(), add_bos=False)) / to_first)
         ttft.append(stream(chat("Hi!"), 1)[0])
     llm.close()
+    batched = {
+        n: statistics.median(raw_batches(gguf, threads, n, tokens) for _ in range(repeats))
+        for n in LEVELS
+    }
     return Row(
-        "llama.cpp create_completion (ceiling)",
+        "llama.cpp create_completion (ceiling; at once: llama_decode alone)",
         statistics.median(decode),
         statistics.median(prefill),
         1000 * statistics.median(ttft),
+        batched,
     )
+
+
+def raw_batches(gguf: Path, threads: int, sequences: int, tokens: int) -> float:
+    """Tokens/s of bare `llama_decode` steps, each one token of every one of `sequences`
+    sequences that share a 32-token prompt: batching's ceiling, with no token choice at all."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    model = _internals.LlamaModel(
+        path_model=str(gguf), params=llama_cpp.llama_model_default_params(), verbose=False
+    )
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_seq_max, params.kv_unified = 2048, max(LEVELS), True
+    params.n_threads = params.n_threads_batch = threads
+    context = _internals.LlamaContext(model=model, params=params, verbose=False)
+    batch = llama_cpp.llama_batch_init(512, 0, 1)
+
+    def decode(entries: list[tuple[int, int, int]]) -> None:  # (token, position, sequence)
+        batch.n_tokens = len(entries)
+        for i, (token, position, seq) in enumerate(entries):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, position, 1
+            batch.seq_id[i][0], batch.logits[i] = seq, True
+        assert llama_cpp.llama_decode(context.ctx, batch) == 0
+
+    try:
+        decode([(1000 + i, i, 0) for i in range(32)])
+        memory = llama_cpp.llama_get_memory(context.ctx)
+        for seq in range(1, sequences):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
+        started = time.perf_counter()
+        for step in range(tokens):
+            decode([(2000 + step, 32 + step, seq) for seq in range(sequences)])
+        return sequences * tokens / (time.perf_counter() - started)
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        context.close()
+        model.close()
 
 
 # -- ours ---------------------------------------------------------------------------------------

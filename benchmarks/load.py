@@ -159,12 +159,13 @@ def row(level: Level) -> str:
 
 
 @contextmanager
-def local_service() -> Iterator[Service]:
-    """`agent-server serve` with the default model on a free port, with the calculator only."""
+def local_service(env: dict[str, str] | None = None) -> Iterator[Service]:
+    """`agent-server serve` with the default model on a free port: with `env` as its
+    environment, or the calculator only."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "AGENT_TOOLS": '["Calculator"]'}
+    env = env or {**os.environ, "AGENT_TOOLS": '["Calculator"]'}
     command = [sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port)]
     started = time.perf_counter()
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

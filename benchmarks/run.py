@@ -10,7 +10,9 @@ Runs, in this order, each script's `measure` function:
 - benchmarks/tool_latency.py: each tool through `tools.base.invoke`, on the 2,067 SQuAD
   paragraphs only (its 200k-document cases are the script's own table);
 - benchmarks/load.py: a service of its own under concurrent clients, and the server process's
-  resident memory once the model is loaded and after answering.
+  resident memory once the model is loaded and after answering;
+- benchmarks/cold_start.py: new `agent-server ask` processes and service restarts, their first
+  token with the prompt cache off and on disk.
 
 Each figure is a median over repeated runs or a ratio; the "how measured" column says which.
 The detailed tables are the scripts' own (`python benchmarks/engine.py`, …). All figures,
@@ -37,11 +39,12 @@ import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from agent_server.settings import Settings  # noqa: E402
-from benchmarks import backends, engine, load, tool_latency  # noqa: E402
+from benchmarks import backends, cold_start, engine, load, tool_latency  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,6 +59,7 @@ class Plan:
     backend_tokens: int = 96  # backends: tokens each answer writes
     backend_repeats: int = 3  # backends: runs of each figure (each backend's transformers
     # row is the slow part: 8 answers at once take turns there)
+    cold_runs: int = 3  # cold_start: fresh processes per figure
 
 
 FULL = Plan()
@@ -67,6 +71,7 @@ QUICK = Plan(
     rounds=1,
     backend_tokens=8,
     backend_repeats=1,
+    cold_runs=1,
 )
 
 
@@ -217,6 +222,30 @@ def service_figures(f: load.Figures, rounds: int) -> list[Figure]:
     return figures
 
 
+def cold_start_figures(f: cold_start.Figures) -> list[Figure]:
+    runs = f"median of {count(len(f.service_on), 'fresh process')} each"
+    figures = []
+    for question in cold_start.QUESTIONS:
+        off = statistics.median(a.first_token_s for a in f.ask_off[question])
+        on = statistics.median(a.first_token_s for a in f.ask_on[question])
+        figures.append(
+            Figure(
+                f'`agent-server ask "{question}"`: first token, prompt cache off / on disk',
+                f"{off:.2f} / {on:.2f} s",
+                f"from the process's start (imports and model load included); {runs}",
+            )
+        )
+    off, on = statistics.median(f.service_off), statistics.median(f.service_on)
+    figures.append(
+        Figure(
+            "service restarted: the first answer's first token, prompt cache off / on disk",
+            f"{off:.2f} / {on:.2f} s",
+            f"from the request, once /readyz says ready; {runs}",
+        )
+    )
+    return figures
+
+
 def markdown(figures: list[Figure]) -> str:
     lines = ["| figure | value | how measured |", "|---|---:|---|"]
     lines += [f"| {f.name} | {f.value} | {f.how} |" for f in figures]
@@ -248,12 +277,15 @@ def main() -> None:
     tools_f = tool_latency.measure(plan.tool_queries, plan.tool_calls, scale=0)
     progress(f"service: {count(plan.clients, 'client')} × {count(plan.rounds, 'question')}")
     service_f = load.measure([plan.clients], plan.rounds)
+    progress(f"cold starts: {count(plan.cold_runs, 'fresh process')} per figure")
+    cold_f = cold_start.measure(plan.cold_runs)
 
     figures = (
         engine_figures(engine_f)
         + backend_figures(backends_f)
         + tool_figures(tools_f)
         + service_figures(service_f, plan.rounds)
+        + cold_start_figures(cold_f)
     )
     if args.quick:
         progress("a quick run: these figures check that the benchmarks work, nothing more")
@@ -273,6 +305,7 @@ def main() -> None:
             "questions": tools_f.questions,
             "passages": tools_f.passages,
         },
+        "cold_start": dataclasses.asdict(cold_f),
         "service": {
             "levels": [level.figures() for level in service_f.levels],
             "ready_s": service_f.ready_s,
