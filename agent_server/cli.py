@@ -248,7 +248,9 @@ def _list_tools(settings: Settings) -> int:
     tools = build_tools(settings)
     try:
         for tool in tools.values():
-            print(f"{tool.name}: {tool.description} Example: {render(tool.name, tool.example)}")
+            waiting = "" if tool.offered() else " (not offered to the model until it has documents)"
+            line = f"{tool.name}: {tool.description} Example: {render(tool.name, tool.example)}"
+            print(line + waiting)
     finally:
         close_registry(tools)
     return 0

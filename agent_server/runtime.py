@@ -23,6 +23,8 @@ from tools.search_local import LocalSearchBackend
 
 
 def build_tools(settings: Settings) -> dict[str, Tool]:
+    if settings.documents is None:  # the default folder, ready for the first upload
+        settings.documents_path.mkdir(parents=True, exist_ok=True)
     try:
         return build_registry(settings.tools, settings.tool_options())
     except (ValueError, EmbedderNotAvailable, McpError) as exc:  # say which setting, not a trace

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     index_dir: Path | None = None
     prompt_style: Literal["auto", "chat", "plain"] = "auto"
 
-    # None: every tool that can work with the settings below (Retrieve once `documents` is set).
+    # None: every tool the settings below allow (Retrieve is offered to the model once there are
+    # documents).
     tools: list[str] | None = None
     max_calls: int = Field(default=3, ge=0, le=20)
     call_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -95,6 +96,7 @@ class Settings(BaseSettings):
     search_proxy: str | None = None
     # The user's own documents for Retrieve: a folder, a file, or a JSONL of {doc_id,title,text}.
     # A folder also takes uploads, which the database keeps and every replica copies here.
+    # None: the folder data_dir/documents (made at start), so uploads work on the default set-up.
     documents: Path | None = None
     # Retrieve's passage embeddings in Qdrant instead of the index folder: a server
     # (http://qdrant:6333, shared by replicas: the first to index a set of documents embeds
@@ -188,6 +190,11 @@ class Settings(BaseSettings):
             timeout_s=self.call_timeout_s + 60,
         )
 
+    @property
+    def documents_path(self) -> Path:
+        """Where Retrieve's documents are: `documents`, or the default folder under data_dir."""
+        return self.documents if self.documents is not None else self.data_dir / "documents"
+
     def tool_options(self) -> ToolOptions:
         return ToolOptions(
             calculator_timeout_s=self.calculator_timeout_s,
@@ -200,7 +207,7 @@ class Settings(BaseSettings):
             search_safesearch=self.search_safesearch,
             search_results=self.search_results,
             search_proxy=self.search_proxy,
-            documents=self.documents,
+            documents=self.documents_path,
             index_dir=self.index_dir or self.cache_dir / "index",
             qdrant_url=self.qdrant_url,
             qdrant_api_key=self.qdrant_api_key.get_secret_value() or None,

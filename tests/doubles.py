@@ -7,8 +7,11 @@ whichever was imported first.
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Sequence
 
 from tools.base import NoWarmUp, ToolError
+from tools.embedder import Embedder, Vectors
 
 
 class EchoTool(NoWarmUp):
@@ -72,3 +75,17 @@ class PrintingPython(NoWarmUp):
         if at < 0:
             raise ToolError("NameError: name 'answer' is not defined (line 1)")
         return argument[at + len("print(") : argument.rfind(")")]
+
+
+class GatedEmbedder(Embedder):
+    """The real embedder behind a gate: embedding waits until the test opens it."""
+
+    def __init__(self, real: Embedder) -> None:
+        super().__init__(real.folder)
+        self.real = real
+        self.gate = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.gate.wait(timeout=60)
+        self.calls += len(texts)
+        return self.real.embed(texts)

@@ -18,14 +18,17 @@ SQUAD = Path(__file__).resolve().parents[1] / "data" / "squad_passages.jsonl"
 def test_tools_lists_what_the_settings_enable(tmp_path):
     listed = cli("tools")
     assert listed.returncode == 0, listed.stderr
-    names = [line.split(":")[0] for line in listed.stdout.splitlines()]
-    assert names == ["Calculator", "Python", "Search"]  # Retrieve waits for documents
+    lines = listed.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["Calculator", "Python", "Search", "Retrieve"]
     assert "[Calculator(400/1400)]" in listed.stdout
+    # The default documents folder (under AGENT_DATA_DIR, a fresh one here) is empty.
+    assert lines[-1].endswith("(not offered to the model until it has documents)")
 
     (tmp_path / "notes.md").write_text("# Notes\nThe boiler was serviced in May.\n")
     with_docs = cli("tools", AGENT_DOCUMENTS=str(tmp_path))
     assert with_docs.returncode == 0, with_docs.stderr
-    assert with_docs.stdout.splitlines()[-1].startswith("Retrieve: ")
+    last = with_docs.stdout.splitlines()[-1]
+    assert last.startswith("Retrieve: ") and "not offered" not in last
 
 
 def test_tool_prints_the_spliced_call_the_model_would_read():

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -167,7 +168,31 @@ def test_service_answers_over_http_on_loopback(tmp_path):
             bad = client.post("/v1/ask", json={"question": ""})
             assert bad.status_code == 422
             assert bad.json()["detail"][0]["loc"] == ["body", "question"]
+            _upload_a_note_and_ask_about_it(client)
     finally:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+NOTE = (
+    "# Quillfeather boiler\n\n"
+    "The Quillfeather boiler in the basement was installed by Harlow & Sons. "
+    "Its warranty runs until March 2031 and covers parts and labour.\n"
+)
+
+
+def _upload_a_note_and_ask_about_it(client: httpx.Client) -> None:
+    """The default set-up takes uploads (a documents folder under the data folder) and, once
+    the note is indexed, the model finds the answer in it through Retrieve."""
+    upload = client.post("/v1/documents", files={"file": ("boiler.md", NOTE.encode())})
+    assert upload.status_code == 201, upload.text
+    deadline = time.monotonic() + 120
+    while client.get("/v1/documents").json()[0]["status"] != "ready":
+        assert time.monotonic() < deadline, client.get("/v1/documents").json()
+        time.sleep(0.5)
+    question = "Until when is the Quillfeather boiler under warranty, according to my documents?"
+    body = client.post("/v1/ask", json={"question": question}).json()
+    calls = [(t["tool"], t["result"] or "") for t in body["trace"]]
+    assert any(tool == "Retrieve" and "doc://boiler.md" in result for tool, result in calls), body
+    assert "2031" in body["answer"], body

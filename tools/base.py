@@ -59,6 +59,11 @@ class Tool(Protocol):
         """Run the tool; raise `ToolError` with a short reason when it cannot answer."""
         ...
 
+    def offered(self) -> bool:
+        """Whether an answer that names no tools is told of this one now (Retrieve: once there
+        are documents to search); a request may still name it."""
+        ...
+
     # The lifecycle the registry drives (`NoWarmUp` for a tool with nothing to keep warm).
     def start(self) -> None:
         """Begin warming up in the background (a worker process, an index); returns at once."""
@@ -74,7 +79,10 @@ class Tool(Protocol):
 
 
 class NoWarmUp:
-    """The lifecycle of a tool (or search backend) with nothing to keep warm."""
+    """The lifecycle of a tool (or search backend) with nothing to keep warm, always offered."""
+
+    def offered(self) -> bool:
+        return True
 
     def start(self) -> None:
         return None

@@ -100,7 +100,8 @@ TOOL_NAMES = tuple(_FACTORIES)
 
 
 def default_tools(options: ToolOptions) -> list[str]:
-    """Every tool that can work with these options: Retrieve only once there are documents."""
+    """Every tool that can work with these options: Retrieve only with a documents path (it is
+    offered to the model only once the path holds documents: `Retrieve.offered`)."""
     return [n for n in TOOL_NAMES if n != "Retrieve" or options.documents is not None]
 
 
@@ -140,9 +141,11 @@ def start_tools(tools: Mapping[str, Tool]) -> None:
 
 
 def prepare_tools(tools: Mapping[str, Tool]) -> None:
-    """Finish each tool's slow preparation now (build or load indexes), raising what it raised."""
+    """Finish each tool's slow preparation now (build or load indexes), raising what it raised;
+    a tool with nothing to work on yet (Retrieve before any document) is left for later."""
     for tool in tools.values():
-        tool.prepare()
+        if tool.offered():
+            tool.prepare()
 
 
 def close_registry(tools: Mapping[str, Tool]) -> None:

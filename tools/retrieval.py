@@ -41,9 +41,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
@@ -52,9 +52,11 @@ import numpy as np
 from tools.base import MAX_RESULT_CHARS, NoWarmUp, ToolError
 from tools.bm25 import Bm25Index
 from tools.documents import (
+    DocumentError,
     EmptyCorpus,
     Passage,
     Skipped,
+    corpus_files,
     corpus_fingerprint,
     load_documents,
     load_passages,
@@ -337,6 +339,11 @@ class Background(Generic[T]):
     def result(self) -> T:
         return self.start().result()
 
+    def peek(self) -> Future[T] | None:
+        """The build's future, if it was ever started; never starts one."""
+        with self._lock:
+            return self._future
+
     async def wait(self, timeout_s: float) -> T:
         """The value; `TimeoutError` after `timeout_s`, while the build goes on."""
         return await asyncio.wait_for(asyncio.wrap_future(self.start()), timeout_s)
@@ -351,6 +358,16 @@ class Background(Generic[T]):
 
 class IndexNotReady(ToolError):
     """The index is still being built; the caller may try again shortly."""
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What Retrieve's current index holds, for the documents list (`Retrieve.state`)."""
+
+    building: bool  # an index is being loaded or built now
+    documents: frozenset[str] = frozenset()  # the ids of the documents it searches
+    skipped: Mapping[str, str] = field(default_factory=dict)  # id: why it could not be read
+    error: str | None = None  # the last build failed (e.g. no document could be read)
 
 
 class Retrieve(NoWarmUp):
@@ -393,9 +410,19 @@ class Retrieve(NoWarmUp):
         build = self._open if index is None else lambda: index
         self._index = Background(build, f"Retrieve index of {documents}")
 
+    def offered(self) -> bool:
+        """Only once there are documents: an empty folder (the default one, before the first
+        upload) would have the model search nothing."""
+        try:
+            return bool(corpus_files(self.documents))
+        except DocumentError:  # the folder was removed under us
+            return False
+
     def start(self) -> None:
-        """Begin loading or building the index in the background; returns at once."""
-        self._index.start()
+        """Begin loading or building the index in the background; returns at once. Nothing to
+        do yet with no documents (the first upload's `refresh` starts it)."""
+        if self.offered():
+            self._index.start()
 
     def prepare(self) -> HybridIndex:
         """The index, loaded or built now (blocking); raises what building raised."""
@@ -408,6 +435,31 @@ class Retrieve(NoWarmUp):
         """
         self._index = Background(self._open, f"Retrieve index of {self.documents}")
         self._index.start()
+
+    def state(self) -> IndexState:
+        """The current index's documents, at once: never waits for a build."""
+        future = self._index.peek()
+        if future is None:
+            return IndexState(building=False)  # nothing to index yet
+        if not future.done():
+            return IndexState(building=True)
+        error = future.exception()
+        if isinstance(error, EmptyCorpus):
+            return IndexState(building=False)
+        if error is not None:
+            return IndexState(building=False, error=str(error))
+        index = future.result()
+        documents = frozenset(p.doc_id for p in index.passages)
+        skipped = {self._doc_id(s.source): s.reason for s in index.skipped}
+        return IndexState(building=False, documents=documents, skipped=skipped)
+
+    def _doc_id(self, source: str) -> str:
+        path = Path(source)
+        return (
+            path.relative_to(self.documents).as_posix()
+            if path.is_relative_to(self.documents)
+            else source
+        )
 
     async def __call__(self, argument: str) -> str:
         query = _query(argument, self.max_query_chars)

@@ -16,7 +16,7 @@ export async function loadDocuments() {
       // The server was started without a documents folder: there is nothing to upload into.
       input.disabled = true;
       note.textContent =
-        "Uploads are off: this server has no documents folder (set AGENT_DOCUMENTS to one).";
+        "Uploads are off: AGENT_DOCUMENTS names a file, not a folder, on this server.";
     } else {
       note.textContent = `Documents can't be listed. ${error.message}`;
     }
@@ -25,8 +25,24 @@ export async function loadDocuments() {
   input.disabled = false;
   $("documents").replaceChildren(...documents.map(documentItem));
   if (!documents.length) note.textContent = "No documents yet.";
+  // Until every document is searchable, look again shortly (one timer at a time).
+  if (documents.some((d) => d.status === "indexing") && !pollTimer) {
+    pollTimer = setTimeout(() => {
+      pollTimer = null;
+      loadDocuments();
+    }, 1000);
+  }
   return true;
 }
+
+let pollTimer = null;
+
+const STATUS_TEXT = {
+  indexing: "indexing…",
+  ready: "ready",
+  unreadable: "unreadable",
+  "not indexed": "not indexed",
+};
 
 export function setUpDocuments() {
   const input = $("upload");
@@ -57,13 +73,17 @@ function documentItem(document_) {
   const size = document.createElement("span");
   size.className = "meta";
   size.textContent = bytes(document_.bytes);
+  const status = document.createElement("span");
+  status.className = `meta document-status status-${document_.status.replace(" ", "-")}`;
+  status.textContent = STATUS_TEXT[document_.status] ?? document_.status;
+  if (document_.problem) status.title = document_.problem;
   const remove = document.createElement("button");
   remove.type = "button";
   remove.className = "delete icon-button";
   remove.textContent = "×";
   remove.setAttribute("aria-label", `Delete document: ${document_.id}`);
   remove.addEventListener("click", () => deleteDocument(document_.id));
-  item.append(name, size, remove);
+  item.append(name, size, status, remove);
   return item;
 }
 

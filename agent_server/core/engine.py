@@ -628,9 +628,10 @@ class Engine:
         return AnswerGrammar(self.grammars, arguments, plan.answer_format, functions, plan.prefill)
 
     def select_tools(self, names: list[str] | None) -> dict[str, Tool]:
-        """The tools an answer may use; `BadRequest` naming any that are not registered."""
+        """The tools an answer may use (by default those `offered` now); `BadRequest` naming any
+        that are not registered."""
         if names is None:
-            return self.tools
+            return {n: tool for n, tool in self.tools.items() if tool.offered()}
         unknown = sorted(set(names) - set(self.tools))
         if unknown:
             raise BadRequest(f"unknown tools {unknown}; available: {sorted(self.tools)}")

@@ -52,6 +52,7 @@ from agent_server.http.deps import (
     SettingsDep,
     StoreDep,
     WebGPTDep,
+    get_index_state,
 )
 from agent_server.http.schemas import (
     AskRequest,
@@ -164,14 +165,16 @@ async def delete_conversation(conversation_id: str, store: StoreDep) -> Response
 @router.get("/v1/tools")
 async def list_tools(engine: EngineDep) -> list[ToolInfo]:
     return [
-        ToolInfo(name=t.name, description=t.description, example=t.example)
+        ToolInfo(name=t.name, description=t.description, example=t.example, offered=t.offered())
         for t in engine.tools.values()
     ]
 
 
 @router.get("/v1/documents", responses={409: {"model": ErrorBody}})
-async def list_documents(documents: DocumentsDep) -> list[DocumentInfo]:
-    return [DocumentInfo.from_local(d) for d in await documents.listing()]
+async def list_documents(documents: DocumentsDep, request: Request) -> list[DocumentInfo]:
+    listed = await documents.listing()
+    index = get_index_state(request)  # after the listing's sync, which may start a new index
+    return [DocumentInfo.from_local(d, index) for d in listed]
 
 
 @router.post(
@@ -179,9 +182,12 @@ async def list_documents(documents: DocumentsDep) -> list[DocumentInfo]:
     status_code=201,
     responses={400: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-async def upload_document(file: UploadFile, documents: DocumentsDep) -> DocumentInfo:
+async def upload_document(
+    file: UploadFile, documents: DocumentsDep, request: Request
+) -> DocumentInfo:
     data = await file.read()
-    return DocumentInfo.from_local(await documents.upload(file.filename or "", data))
+    uploaded = await documents.upload(file.filename or "", data)
+    return DocumentInfo.from_local(uploaded, get_index_state(request))
 
 
 @router.get(

@@ -56,9 +56,11 @@ def create_app(
         app.state.engine = None
         app.state.retrieve = None  # the engine's Retrieve tool, once loaded, if it has one
         app.state.documents = None
-        if settings.documents is not None and settings.documents.is_dir():
+        if settings.documents is None:  # the default folder, so uploads work from the start
+            await asyncio.to_thread(settings.documents_path.mkdir, parents=True, exist_ok=True)
+        if settings.documents_path.is_dir():
             app.state.documents = DocumentSync(
-                store, settings.documents, lambda: _reindex(app.state)
+                store, settings.documents_path, lambda: _reindex(app.state)
             )
             # Before the model loads, so the first index already holds every upload.
             await app.state.documents.sync()

@@ -18,7 +18,7 @@ from agent_server.settings import Settings
 from agent_server.storage.document_sync import DocumentSync
 from agent_server.storage.store import Store
 from agent_server.webgpt.agent import WebGPT
-from tools.retrieval import Retrieve
+from tools.retrieval import IndexState, Retrieve
 
 
 def get_engine(request: Request) -> Engine:
@@ -59,14 +59,26 @@ def get_retrieve(request: Request) -> Retrieve:
     get_engine(request)  # ready first: 503 while the model (and its tools) load
     retrieve: Retrieve | None = request.app.state.retrieve
     if retrieve is None:
-        raise Conflict("Retrieve is not enabled: set AGENT_DOCUMENTS (and list it in AGENT_TOOLS)")
+        raise Conflict("Retrieve is not enabled: AGENT_TOOLS leaves it out")
     return retrieve
+
+
+def get_index_state(request: Request) -> IndexState | None:
+    """What Retrieve's index holds now, for the documents list; None when Retrieve is off.
+    While the model and its tools load, every document is still to be indexed."""
+    state = request.app.state
+    if state.engine is None:
+        if state.load_error:
+            return IndexState(building=False, error=state.load_error)
+        return IndexState(building=True)
+    retrieve: Retrieve | None = state.retrieve
+    return None if retrieve is None else retrieve.state()
 
 
 def get_documents(request: Request) -> DocumentSync:
     documents: DocumentSync | None = request.app.state.documents
     if documents is None:
-        raise Conflict("documents are served from a folder: set AGENT_DOCUMENTS to one")
+        raise Conflict("uploads need a documents folder, and AGENT_DOCUMENTS names a file")
     return documents
 
 

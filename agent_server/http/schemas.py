@@ -19,7 +19,7 @@ from agent_server.core.strategies import MAX_SAMPLES, StrategyChoice
 from agent_server.storage.document_sync import LocalDocument
 from agent_server.storage.store import Conversation, ConversationInfo, Turn
 from agent_server.webgpt.citations import Quote, references
-from tools.retrieval import Hit
+from tools.retrieval import Hit, IndexState
 
 STRATEGY_HELP = (
     "how to reason (toolformer mode): auto (consensus for a question with numbers, else "
@@ -208,16 +208,42 @@ class ToolInfo(BaseModel):
     name: str
     description: str
     example: str
+    offered: (
+        bool  # told to the model when a request names no tools (Retrieve: once it has documents)
+    )
+
+
+DocumentStatus = Literal["indexing", "ready", "unreadable", "not indexed"]
 
 
 class DocumentInfo(BaseModel):
     id: str
     bytes: int
     modified: float  # seconds since the epoch, of this replica's copy
+    # Whether Retrieve can search it yet: `indexing` until its index holds it, `ready` then;
+    # `unreadable` (a PDF without text, say) and `not indexed` (Retrieve is off, or its index
+    # could not be built) with the reason in `problem`.
+    status: DocumentStatus
+    problem: str | None = None
 
     @classmethod
-    def from_local(cls, doc: LocalDocument) -> DocumentInfo:
-        return cls(id=doc.name, bytes=doc.bytes, modified=doc.modified)
+    def from_local(cls, doc: LocalDocument, index: IndexState | None) -> DocumentInfo:
+        status, problem = _status(doc.name, index)
+        return cls(
+            id=doc.name, bytes=doc.bytes, modified=doc.modified, status=status, problem=problem
+        )
+
+
+def _status(name: str, index: IndexState | None) -> tuple[DocumentStatus, str | None]:
+    if index is None:
+        return "not indexed", "Retrieve is not enabled (AGENT_TOOLS leaves it out)"
+    if name in index.documents:
+        return "ready", None
+    if name in index.skipped:
+        return "unreadable", index.skipped[name]
+    if index.error is not None and not index.building:
+        return "not indexed", index.error
+    return "indexing", None  # being indexed, or the folder changed and the next index will
 
 
 class DocumentHit(BaseModel):

@@ -116,6 +116,7 @@ def test_tools_are_listed_with_description_and_example(client):
         "name": "Echo",
         "description": "Echoes its input backwards.",
         "example": '"abc"',
+        "offered": True,
     }
 
 
@@ -154,8 +155,22 @@ def test_empty_upload_is_400(client):
     assert response.status_code == 400 and "empty" in response.json()["error"]
 
 
-def test_documents_need_a_folder(backend):
-    app = create_app(Settings(tools=[]), lambda _: Engine(backend, {}, Prompt("chat")))
+def test_uploads_go_to_a_documents_folder_under_the_data_dir_by_default(backend, tmp_path):
+    settings = Settings(tools=[], data_dir=tmp_path / "data")
+    app = create_app(settings, lambda _: Engine(backend, {}, Prompt("chat")))
+    for client in serve(app):
+        wait_ready(client)
+        assert client.get("/v1/documents").json() == []
+        note = ("note.md", b"# Pump\n\nThe warranty lasts 18 months.")
+        assert client.post("/v1/documents", files={"file": note}).status_code == 201
+    assert [p.name for p in (tmp_path / "data" / "documents").iterdir()] == ["note.md"]
+
+
+def test_documents_given_as_one_file_take_no_uploads(backend, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"doc_id": "a", "title": "A", "text": "Some text."}\n')
+    settings = Settings(tools=[], documents=corpus)
+    app = create_app(settings, lambda _: Engine(backend, {}, Prompt("chat")))
     for client in serve(app):
         wait_ready(client)
         response = client.get("/v1/documents")

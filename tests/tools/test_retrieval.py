@@ -13,21 +13,22 @@ import os
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from doubles import GatedEmbedder
 
 from agent_server.core.grammar import Call, parse
 from tools.base import Tool, ToolError, invoke
 from tools.documents import Document, DocumentError, split_passages
-from tools.embedder import INSTALL, Embedder, EmbedderNotAvailable, Vectors, model_dir
-from tools.registry import ToolOptions, build_registry
+from tools.embedder import INSTALL, Embedder, EmbedderNotAvailable, model_dir
+from tools.registry import ToolOptions, build_registry, prepare_tools
 from tools.retrieval import (
     HybridIndex,
+    IndexState,
     Mode,
     Retrieve,
     convex_combination,
@@ -36,20 +37,6 @@ from tools.retrieval import (
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAPHRASE = "doctor gave drugs for high blood pressure"  # no word in common with clinic.html
-
-
-class GatedEmbedder(Embedder):
-    """The real embedder behind a gate: embedding waits until the test opens it."""
-
-    def __init__(self, real: Embedder) -> None:
-        super().__init__(real.folder)
-        self.real = real
-        self.gate = threading.Event()
-
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        self.gate.wait(timeout=60)
-        self.calls += len(texts)
-        return self.real.embed(texts)
 
 
 def retrieve(tool: Retrieve, argument: str) -> str:
@@ -370,3 +357,20 @@ def test_hybrid_recall_is_at_least_each_ranking_alone_on_squad(
     for k in (1, 5, 10):
         assert table["hybrid"][k] >= max(table["bm25"][k], table["dense"][k]), (k, table)
     assert table["hybrid"][1] > 0.8  # measured 0.873: a regression, not noise, if this fails
+
+
+def test_an_empty_folder_is_not_offered_nor_indexed_until_a_document_comes(tmp_path, embedder):
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / ".hidden.md").write_text("not a document")  # dot-files are not documents
+    tool = Retrieve(folder, tmp_path / "index", embedder=embedder)
+    tool.start()
+    assert not tool.offered()
+    assert tool.state() == IndexState(building=False)  # nothing was started
+    prepare_tools({"Retrieve": tool})  # nothing to prepare yet: no error
+    (folder / "note.md").write_text("# Note\nThe gate code is 4512.\n")
+    assert tool.offered()
+    tool.refresh()
+    tool.prepare()
+    assert tool.state().documents == frozenset({"note.md"})
+    assert "gate code is 4512" in retrieve(tool, "gate code")

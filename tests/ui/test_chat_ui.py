@@ -15,6 +15,8 @@ from agent_server.backends.scripted import ScriptedBackend
 from agent_server.core.engine import Engine, EngineConfig
 from agent_server.core.prompts import Prompt
 from agent_server.settings import Settings
+from tools.embedder import Embedder
+from tools.retrieval import Retrieve
 
 
 def test_an_answer_streams_in_with_a_card_per_tool_call(page: Page, app):
@@ -234,10 +236,46 @@ def test_documents_are_listed_uploaded_and_deleted(page: Page, start_app, tmp_pa
     assert not (documents / "pump.txt").exists()
 
 
-def test_without_a_documents_folder_uploads_are_off_and_say_why(page: Page, app):
+def test_documents_given_as_one_file_turn_uploads_off_and_say_why(page: Page, start_app, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"doc_id": "a", "title": "A", "text": "Some text."}\n')
+    app = start_app(Settings(tools=[], documents=corpus))
     page.goto(app.url)
-    expect(page.locator("#documents-note")).to_contain_text("no documents folder")
+    expect(page.locator("#documents-note")).to_contain_text("AGENT_DOCUMENTS names a file")
     expect(page.get_by_label("Upload a document")).to_be_disabled()
+
+
+def test_on_a_fresh_data_folder_an_upload_is_indexed_and_retrieve_answers_from_it(
+    page: Page, start_app, tmp_path: Path
+):
+    # The default set-up: no AGENT_DOCUMENTS, so uploads go to data/documents; Retrieve is the
+    # real one (real embedder), the model scripted to call it.
+    settings = Settings(tools=[], data_dir=tmp_path / "data", index_dir=tmp_path / "index")
+    backend = ScriptedBackend()
+
+    def engine(s: Settings) -> Engine:
+        retrieve = Retrieve(s.documents_path, tmp_path / "index", embedder=Embedder())
+        return Engine(backend, {"Retrieve": retrieve}, Prompt("chat"))
+
+    app = start_app(settings, backend=backend, factory=engine)
+    page.goto(app.url)
+    expect(page.locator("#documents-note")).to_have_text("No documents yet.")
+    note = b"# Boiler\n\nThe Quillfeather boiler's warranty runs to 2031.\n"
+    page.get_by_label("Upload a document").set_input_files(
+        files=[{"name": "boiler.md", "mimeType": "text/markdown", "buffer": note}]
+    )
+    item = page.locator("#documents li", has_text="boiler.md")
+    expect(item.locator(".document-status")).to_have_text("ready", timeout=60_000)
+    assert (tmp_path / "data" / "documents" / "boiler.md").read_bytes() == note
+
+    backend.queue(['[Retrieve("boiler warranty")', " The warranty runs to 2031."])
+    ask(page, "When does the boiler's warranty end?")
+    card = page.locator(".answer").last.locator(".card")
+    expect(card.locator(".tool")).to_have_text("Retrieve")
+    expect(card.locator(".state")).to_have_text("ok")
+    card.locator("summary").click()
+    expect(card.locator(".outcome")).to_contain_text("boiler's warranty runs to 2031")
+    expect(card.locator(".outcome")).to_contain_text("doc://boiler.md")
 
 
 def test_escape_stops_an_answer_from_the_text_box(page: Page, app):
