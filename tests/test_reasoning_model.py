@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from pathlib import Path
 
 import pytest
 from serving import served_process
@@ -105,3 +106,13 @@ def test_twenty_questions_through_the_default_service(tmp_path):
                     assert "cannot be reached" in failed["error"], report[-1]
     (tmp_path / "report.txt").write_text("\n".join(report))  # kept when the test fails
     assert correct >= 17, "\n".join(report)
+
+
+def test_the_ui_s_example_questions_are_among_those_checked_here():
+    # The chat UI's welcome offers example questions; the test above is what shows they are
+    # answered right on the default set-up, so each must be one of its twenty.
+    page = (Path(__file__).resolve().parents[1] / "web" / "index.html").read_text()
+    examples = re.findall(r'data-question="([^"]+)"', page)
+    assert len(examples) == 3
+    asked = {question for question, _ in QUESTIONS}
+    assert [e for e in examples if e not in asked] == []

@@ -277,6 +277,12 @@ function setUp() {
     }
   });
   question.addEventListener("input", fit);
+  for (const example of document.querySelectorAll("#welcome .example")) {
+    example.addEventListener("click", () => {
+      question.value = example.dataset.question;
+      $("composer").requestSubmit();
+    });
+  }
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
   for (const radio of document.querySelectorAll('input[name="mode"]')) {

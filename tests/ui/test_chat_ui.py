@@ -343,3 +343,16 @@ def test_a_consensus_names_the_strategy_that_made_each_call(page: Page, start_ap
     expect(tools_shown).to_have_count(2)
     assert sorted(tools_shown.all_text_contents()) == ["Python · program", "Python · tir"]
     expect(answer.locator(".answer-footer")).to_contain_text("consensus · votes: 5 ×2")
+
+
+def test_the_welcome_offers_example_questions_that_ask_when_clicked(page: Page, app):
+    app.backend.queue(["Jane Austen wrote it."])
+    page.goto(app.url)
+    examples = page.locator("#welcome .example")
+    expect(examples).to_have_count(3)
+    expect(examples.nth(2)).to_have_text("Who wrote Pride and Prejudice?")
+    examples.nth(2).click()
+    answered(page)
+    expect(page.locator(".question").last).to_have_text("Who wrote Pride and Prejudice?")
+    expect(page.locator(".answer .body").last).to_have_text("Jane Austen wrote it.")
+    expect(page.locator("#welcome")).to_be_hidden()
