@@ -8,7 +8,8 @@ import { externalLink, renderMarkdown, safeUrl } from "./markdown.js";
 let answers = 0;
 
 export class AnswerView {
-  constructor() {
+  /** `browsing`: a WebGPT answer, whose many browser commands fold into one summary card. */
+  constructor({ browsing = false } = {}) {
     answers += 1;
     this.id = `answer-${answers}`;
     this.text = "";
@@ -17,7 +18,12 @@ export class AnswerView {
     this.cards = new Map();
     this.pending = false;
     this.el = make("article", "answer", { id: this.id, "aria-busy": "true" });
-    this.steps = append(this.el, "ol", "steps", { "aria-label": "Tool calls" });
+    this.browsing = browsing ? append(this.el, "details", "browsing") : null;
+    if (this.browsing) {
+      append(this.browsing, "summary", "browsing-summary", {}, "Browsing…");
+      this.browsing.hidden = true;
+    }
+    this.steps = append(this.browsing ?? this.el, "ol", "steps", { "aria-label": "Tool calls" });
     this.body = append(this.el, "div", "markdown body");
     this.sources = append(this.el, "section", "references", { "aria-label": "References" });
     this.footer = append(this.el, "div", "answer-footer");
@@ -57,6 +63,7 @@ export class AnswerView {
       fillCard(this.card(index, item.tool, item.argument, item.sample ?? response.sample), item);
     });
     this.nameMembers(response.votes ?? []);
+    this.summarizeBrowsing(true);
     const quotes = (response.quotes ?? []).map((q, i) =>
       typeof q === "string" ? { number: i + 1, text: q } : q,
     );
@@ -94,6 +101,7 @@ export class AnswerView {
       if (card.dataset.state === "running") setState(card, "stopped", "stopped");
     }
     this.body.append(make("p", "note", {}, "Stopped."));
+    this.summarizeBrowsing(true);
     this.el.setAttribute("aria-busy", "false");
   }
 
@@ -108,6 +116,7 @@ export class AnswerView {
     button.textContent = "Retry";
     button.addEventListener("click", retry);
     this.problem.hidden = false;
+    this.summarizeBrowsing(true);
     this.el.setAttribute("aria-busy", "false");
   }
 
@@ -152,8 +161,26 @@ export class AnswerView {
       const item = append(this.steps, "li");
       item.append(card);
       this.steps.hidden = false;
+      this.summarizeBrowsing();
     }
     return card;
+  }
+
+  /** "Searched 1 time, read 3 pages, kept 2 quotes": what the browsing steps did, in one line
+   * that opens to the steps. */
+  summarizeBrowsing(done = false) {
+    if (!this.browsing || !this.cards.size) return;
+    const count = (tool) => [...this.cards.values()].filter((c) => c.dataset.tool === tool).length;
+    const parts = [
+      `searched ${plural(count("Search"), "time")}`,
+      `read ${plural(count("Click"), "page")}`,
+      `kept ${plural(count("Quote"), "quote")}`,
+    ];
+    const line = parts.join(", ");
+    this.browsing.querySelector("summary").textContent = done
+      ? line.charAt(0).toUpperCase() + line.slice(1)
+      : `Browsing… ${line}`;
+    this.browsing.hidden = false;
   }
 
   showSources(quotes, references) {
@@ -190,6 +217,10 @@ export class AnswerView {
     if (facts.length) append(this.footer, "span", "meta", {}, facts.join(" · "));
     this.footer.hidden = false;
   }
+}
+
+function plural(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function makeCard(tool, argument, label = tool) {

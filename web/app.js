@@ -20,7 +20,7 @@ async function send(text) {
   const asked = document.createElement("div");
   asked.className = "question";
   asked.textContent = text;
-  const view = new AnswerView();
+  const view = new AnswerView({ browsing: mode() === "webgpt" });
   messages.append(asked, view.el);
   follow(true);
   const controller = new AbortController();
@@ -171,7 +171,7 @@ async function openConversation(id) {
     const asked = document.createElement("div");
     asked.className = "question";
     asked.textContent = turn.question;
-    const view = new AnswerView();
+    const view = new AnswerView({ browsing: turn.mode === "webgpt" });
     messages.append(asked, view.el);
     view.finish(turn);
   }

@@ -6,6 +6,8 @@ model is scripted."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from chat_page import SCREENSHOTS, ask, png_size
 from fixture_web import fixture_web  # noqa: F401 (a fixture)
@@ -50,6 +52,14 @@ def test_webgpt_answers_link_their_markers_to_the_quotes_they_cite(page: Page, w
 
     answer = page.locator(".answer")
     expect(answer.locator(".answer-footer")).to_be_visible()
+    # The browsing steps fold into one line that opens to them; the references stay in view.
+    browsing = answer.locator(".browsing")
+    expect(browsing.locator(".browsing-summary")).to_have_text(
+        re.compile(r"^Searched \d+ times?, read \d+ pages?, kept \d+ quotes?$")
+    )
+    expect(browsing.locator(".card").first).to_be_hidden()
+    browsing.locator(".browsing-summary").click()
+    expect(browsing.locator(".card").first).to_be_visible()
     tools = answer.locator(".card .tool")
     expect(tools.first).to_have_text("Search")
     expect(tools.nth(1)).to_have_text("Click")
