@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import bm25s
 import numpy as np
 import Stemmer
 
@@ -37,7 +36,7 @@ class Bm25Index:
         if not texts:
             raise ValueError("no texts to index")
         tokens = _tokenize(list(texts), ids=True)
-        retriever = bm25s.BM25()
+        retriever = _bm25s().BM25()
         retriever.index(tokens, show_progress=False)
         return cls(retriever)
 
@@ -63,7 +62,7 @@ class Bm25Index:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._retriever.save(str(directory), show_progress=False)
-        meta = {"language": LANGUAGE, "stopwords": STOPWORDS, "bm25s": bm25s.__version__}
+        meta = {"language": LANGUAGE, "stopwords": STOPWORDS, "bm25s": _bm25s().__version__}
         (directory / _META).write_text(json.dumps(meta))
 
     @classmethod
@@ -75,13 +74,21 @@ class Bm25Index:
             raise ValueError(f"no BM25 index in {directory}") from exc
         if (meta.get("language"), meta.get("stopwords")) != (LANGUAGE, STOPWORDS):
             raise ValueError(f"the BM25 index in {directory} was tokenized differently")
-        return cls(bm25s.BM25.load(str(directory), show_progress=False))
+        return cls(_bm25s().BM25.load(str(directory), show_progress=False))
+
+
+def _bm25s() -> Any:
+    """The bm25s module, imported at the first index built or loaded: with scipy it takes 0.3 s,
+    which a process that never searches (`agent-server ask` on arithmetic) should not pay."""
+    import bm25s
+
+    return bm25s
 
 
 def _tokenize(texts: list[str], *, ids: bool) -> Any:
     # One tokenizer for documents and queries: a query term must stem as its documents did.
     # A stemmer per call, because PyStemmer's are not thread-safe (and cost under a microsecond).
     stemmer = Stemmer.Stemmer(LANGUAGE)
-    return bm25s.tokenize(
+    return _bm25s().tokenize(
         texts, stopwords=STOPWORDS, stemmer=stemmer, return_ids=ids, show_progress=False
     )
