@@ -208,9 +208,8 @@ class ToolInfo(BaseModel):
     name: str
     description: str
     example: str
-    offered: (
-        bool  # told to the model when a request names no tools (Retrieve: once it has documents)
-    )
+    # Told to the model when a request names no tools (Retrieve: once it has documents).
+    offered: bool
 
 
 DocumentStatus = Literal["indexing", "ready", "unreadable", "not indexed"]
