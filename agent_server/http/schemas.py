@@ -240,7 +240,7 @@ def _status(name: str, index: IndexState | None) -> tuple[DocumentStatus, str | 
         return "ready", None
     if name in index.skipped:
         return "unreadable", index.skipped[name]
-    if index.error is not None and not index.building:
+    if index.error is not None:
         return "not indexed", index.error
     return "indexing", None  # being indexed, or the folder changed and the next index will
 
