@@ -265,3 +265,20 @@ def test_a_llamacpp_prefix_saved_to_disk_continues_alike_in_another_context(tmp_
     finally:
         first.close()
         second.close()
+
+
+def test_llamacpp_token_pieces_are_kept_on_disk_for_the_next_process(tmp_path: Path):
+    (tmp_path / "gguf").symlink_to(Settings().cache_dir / "gguf")  # the model, not a copy
+    first, _ = load_backend(MODEL, tmp_path, kind="llamacpp")
+    try:
+        listed = list(first.vocab.pieces())
+    finally:
+        first.close()
+    (saved,) = (tmp_path / "vocab").glob("*.json")
+    assert json.loads(saved.read_text()) == listed
+    second, _ = load_backend(MODEL, tmp_path, kind="llamacpp")
+    try:
+        assert second.vocab.pieces() == listed
+        assert second.vocab.call_openers().tolist() == first.vocab.call_openers().tolist()
+    finally:
+        second.close()

@@ -64,7 +64,7 @@ def load_backend(
         from agent_server.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
 
         config = LlamaCppConfig(context_tokens=context_tokens, threads=threads)
-        return LlamaCppBackend.load(source, config), source
+        return LlamaCppBackend.load(source, config, cache_dir), source
     from agent_server.backends.transformers import TransformersBackend
 
     return TransformersBackend.load(source, cache_dir, dtype=dtype, threads=threads), source

@@ -11,15 +11,20 @@ Token choice (greedy or sampled, the call rule, the name constraint) lives in
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 Logits = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 
 
 class Session(Protocol):
@@ -109,7 +114,9 @@ class Vocabulary:
     `piece` gives the text of one token on its own; byte fragments of a longer character come
     back as U+FFFD and so never match a tool name. `raw` gives its bytes (a fragment's own) and
     `special` whether it is a special token (`<|im_end|>`): what structured decoding's token
-    table needs; without them, a piece's UTF-8 and the end-of-text tokens.
+    table needs; without them, a piece's UTF-8 and the end-of-text tokens. With `saved`, the
+    pieces are kept in that file (a JSON list) between processes: listing 150k of them through
+    llama.cpp takes 0.4 s of every start.
     """
 
     size: Callable[[], int]
@@ -117,6 +124,7 @@ class Vocabulary:
     eos_ids: frozenset[int]
     raw: Callable[[int], bytes] | None = None
     special: Callable[[int], bool] | None = None
+    saved: Path | None = None
     _pieces: list[str] = field(default_factory=list, repr=False)
     _allowed: dict[tuple[str, tuple[str, ...], int], npt.NDArray[np.int64]] = field(
         default_factory=dict, repr=False
@@ -126,8 +134,12 @@ class Vocabulary:
     def pieces(self) -> list[str]:
         size = self.size()
         with self._lock:  # threads reading one model at once (llama.cpp's batching) share this
+            if not self._pieces and self.saved is not None:
+                self._pieces.extend(_read_pieces(self.saved, size))
             if len(self._pieces) < size:
                 self._pieces.extend(self.piece(i) for i in range(len(self._pieces), size))
+                if self.saved is not None:
+                    _write_pieces(self.saved, self._pieces)
         return self._pieces
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -154,6 +166,27 @@ class Vocabulary:
                 ids = [i for i, p in enumerate(pieces) if p and _fits(name_so_far + p, targets)]
             self._allowed[key] = np.array(ids, dtype=np.int64)
         return self._allowed[key]
+
+
+def _read_pieces(path: Path, size: int) -> list[str]:
+    """The pieces saved in `path`, or [] unless it holds exactly `size` strings."""
+    try:
+        pieces = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(pieces, list) or len(pieces) != size:
+        return []
+    return pieces if all(isinstance(p, str) for p in pieces) else []
+
+
+def _write_pieces(path: Path, pieces: list[str]) -> None:
+    partial = path.with_suffix(f".partial-{os.getpid()}-{threading.get_ident()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(pieces), encoding="utf-8")
+        partial.replace(path)  # whole or not at all, for a process reading it meanwhile
+    except OSError as exc:  # costs the next start 0.4 s, no more
+        log.warning("could not save the token pieces to %s: %s", path, exc)
 
 
 def _fits(text: str, targets: tuple[str, ...]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -51,7 +52,7 @@ def load_model(source: ModelSource, *, vocab_only: bool = False) -> Any:
 
 
 class GgufTokenizer:
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, saved_pieces: Path | None = None) -> None:
         self._llama = import_llama()
         self._model = model
         self._vocab = model.vocab
@@ -64,6 +65,7 @@ class GgufTokenizer:
             eos_ids=eos,
             raw=lambda i: self.bytes([i], special=True),
             special=self._is_special,
+            saved=saved_pieces,
         )
         self._template = _chat_template(self._llama.llama_model_chat_template(model.model, None))
         self.closed = False

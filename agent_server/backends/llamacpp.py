@@ -26,6 +26,7 @@ context and its sequence slots.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import queue
 import threading
@@ -34,6 +35,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -68,13 +70,19 @@ class LlamaCppBackend:
     batching = True  # sessions may feed from several threads at once: their steps are batched
 
     def __init__(
-        self, model: Any, context: Any, name: str, config: LlamaCppConfig, state_key: str | None
+        self,
+        model: Any,
+        context: Any,
+        name: str,
+        config: LlamaCppConfig,
+        state_key: str | None,
+        saved_pieces: Path | None = None,
     ) -> None:
         self.name = name
         self.state_key = state_key
         self._model = model  # the _internals wrappers free the context before the model
         self._context = context
-        self._tokens = GgufTokenizer(model)
+        self._tokens = GgufTokenizer(model, saved_pieces)
         self.vocab = self._tokens.vocab
         self.encode = self._tokens.encode
         self.decode = self._tokens.decode
@@ -85,7 +93,14 @@ class LlamaCppBackend:
         self._scheduler = _Scheduler(import_llama(), context.ctx, self._tokens.size, config)
 
     @classmethod
-    def load(cls, source: ModelSource, config: LlamaCppConfig | None = None) -> LlamaCppBackend:
+    def load(
+        cls,
+        source: ModelSource,
+        config: LlamaCppConfig | None = None,
+        cache_dir: Path | None = None,
+    ) -> LlamaCppBackend:
+        """The GGUF of `source` in a context of its own; with `cache_dir`, the token pieces are
+        kept under cache_dir/vocab between processes."""
         config = config or LlamaCppConfig()
         model = load_model(source)
         llama = import_llama()
@@ -107,7 +122,11 @@ class LlamaCppBackend:
         state_key = source.cache_key and "|".join(
             (source.cache_key, f"llama-cpp-python {llama.__version__}", "kv f16", "unified")
         )
-        return cls(model, context, source.name, config, state_key)
+        pieces = None
+        if cache_dir is not None and state_key:
+            digest = hashlib.sha256(state_key.encode()).hexdigest()[:32]
+            pieces = cache_dir / "vocab" / f"{digest}.json"
+        return cls(model, context, source.name, config, state_key, pieces)
 
     def close(self) -> None:
         """Stop the scheduler and free the context and the model; later use raises."""

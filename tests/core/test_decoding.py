@@ -362,3 +362,29 @@ def test_threads_reading_the_vocabulary_at_once_list_each_token_once() -> None:
         openers = list(pool.map(lambda _: vocab.call_openers(), range(3)))
     assert vocab.pieces() == pieces
     assert all(o.tolist() == [len(pieces) - 1] for o in openers)
+
+
+def test_saved_pieces_spare_the_next_process_the_listing_and_damage_is_ignored(tmp_path):
+    pieces = ["<eos>", "a", " [", "\ufffd", '"quoted"', "é"]
+    asked: list[int] = []
+
+    def piece(i: int) -> str:
+        asked.append(i)
+        return pieces[i]
+
+    def vocab() -> Vocabulary:
+        return Vocabulary(
+            size=lambda: len(pieces), piece=piece, eos_ids=frozenset({0}), saved=saved
+        )
+
+    saved = tmp_path / "vocab" / "model.json"
+    assert vocab().pieces() == pieces and len(asked) == len(pieces)
+    asked.clear()
+    again = vocab()  # a new process, the file on disk
+    assert again.pieces() == pieces and asked == []
+    assert again.call_openers().tolist() == [2]
+    for damage in ("not json", "[1, 2, 3, 4, 5, 6]", '["too", "few"]'):
+        saved.write_text(damage)
+        asked.clear()
+        assert vocab().pieces() == pieces and len(asked) == len(pieces)  # listed afresh
+    assert vocab().pieces() == pieces  # ... and saved again
