@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from agent_server.files import write_atomically
 
 Logits = npt.NDArray[np.float32]
 log = logging.getLogger(__name__)
@@ -180,11 +181,9 @@ def _read_pieces(path: Path, size: int) -> list[str]:
 
 
 def _write_pieces(path: Path, pieces: list[str]) -> None:
-    partial = path.with_suffix(f".partial-{os.getpid()}-{threading.get_ident()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(pieces), encoding="utf-8")
-        partial.replace(path)  # whole or not at all, for a process reading it meanwhile
+        write_atomically(path, json.dumps(pieces).encode())
     except OSError as exc:  # costs the next start 0.4 s, no more
         log.warning("could not save the token pieces to %s: %s", path, exc)
 

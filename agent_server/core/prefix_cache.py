@@ -3,7 +3,6 @@ kept on disk between processes (`SavedPrefixes`)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -13,6 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from agent_server.backends.base import Backend, Session
+from agent_server.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +129,12 @@ class SavedPrefixes:
             return
         body = _COUNT.pack(len(tokens)) + _token_bytes(tokens) + state
         path = self.path(backend, tokens)
-        partial = path.with_suffix(f".partial-{os.getpid()}-{threading.get_ident()}")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            partial.write_bytes(MAGIC + hashlib.sha256(body).digest() + body)
-            partial.replace(path)  # whole or not at all, for a process reading it meanwhile
+            write_atomically(path, MAGIC + hashlib.sha256(body).digest() + body)
             self._prune()
         except OSError as exc:  # a full or read-only disk costs the next start time, no more
             log.warning("could not save the prompt cache to %s: %s", path, exc)
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
 
     def _prune(self) -> None:
         files = sorted(self.folder.glob("*.kv"), key=lambda p: p.stat().st_mtime, reverse=True)

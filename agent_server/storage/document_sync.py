@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent_server.errors import AgentError, BadRequest, NotFound
+from agent_server.files import write_atomically
 from agent_server.storage.store import Store
 from tools.documents import SUFFIXES
 
@@ -56,7 +55,7 @@ class DocumentSync:
             raise BadRequest(f"{name} is empty")
         async with self._lock:
             await self.store.put_document(name, data)
-            await asyncio.to_thread(_write_atomically, self.folder / name, data)
+            await asyncio.to_thread(write_atomically, self.folder / name, data)
         self._changed()
         return _local(self.folder / name)
 
@@ -109,7 +108,7 @@ class DocumentSync:
         content = await self.store.document_content(name)
         if content is None:  # deleted since it was listed: the next sync removes it
             return False
-        await asyncio.to_thread(_write_atomically, path, content)
+        await asyncio.to_thread(write_atomically, path, content)
         return True
 
     def _changed(self) -> None:
@@ -144,18 +143,6 @@ def checked_name(name: str) -> str:
     if not name.lower().endswith(SUFFIXES):
         raise BadRequest(f"{name}: documents must be one of {', '.join(SUFFIXES)}")
     return name
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Written aside and renamed: a reader (the indexer) never sees half a file.
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
 
 
 def _local(path: Path) -> LocalDocument:
