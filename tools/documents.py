@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,17 +94,21 @@ class Corpus:
 
 def corpus_files(path: Path) -> list[Path]:
     """The files `load_documents(path)` reads, in order; `DocumentError` if there is no corpus."""
+    return list(iter_corpus_files(path))
+
+
+def iter_corpus_files(path: Path) -> Iterator[Path]:
+    """`corpus_files`, one at a time: asking whether there is any stops at the first."""
     if path.is_file():
-        return [path]
+        yield path
+        return
     if not path.is_dir():
         raise DocumentError(f"no documents at {path}: neither a file nor a folder")
-    found: list[Path] = []
     for root, dirs, files in os.walk(path):  # os.walk does not follow links, so cannot loop
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            Path(root, f) for f in sorted(files) if not f.startswith(".") and _supported(Path(f))
-        ]
-    return found
+        for name in sorted(files):
+            if not name.startswith(".") and _supported(Path(name)):
+                yield Path(root, name)
 
 
 def corpus_fingerprint(path: Path) -> str:

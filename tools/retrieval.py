@@ -56,8 +56,8 @@ from tools.documents import (
     EmptyCorpus,
     Passage,
     Skipped,
-    corpus_files,
     corpus_fingerprint,
+    iter_corpus_files,
     load_documents,
     load_passages,
     save_passages,
@@ -413,8 +413,8 @@ class Retrieve(NoWarmUp):
     def offered(self) -> bool:
         """Only once there are documents: an empty folder (the default one, before the first
         upload) would have the model search nothing."""
-        try:
-            return bool(corpus_files(self.documents))
+        try:  # asked for every answer: stops at the first document
+            return next(iter_corpus_files(self.documents), None) is not None
         except DocumentError:  # the folder was removed under us
             return False
 
