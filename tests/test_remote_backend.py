@@ -101,6 +101,43 @@ def test_without_logprobs_the_servers_tokens_are_all_the_engine_sees(tokenizer):
     assert int(second.argmax()) == ids[1]
 
 
+def test_a_stream_cut_off_is_asked_again_from_where_it_broke(tokenizer):
+    """llama-cpp-python's server cuts a stream when another request comes in (a health check's
+    GET /v1/models will do): the session asks again from its text so far, once."""
+    prompts = []
+
+    def broken() -> Iterator[bytes]:
+        yield f"data: {json.dumps({'choices': [step(' Paris', {' Paris': -0.1})]})}\n\n".encode()
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        prompts.append(json.loads(request.content)["prompt"])
+        if len(prompts) == 1:
+            return httpx.Response(
+                200, content=broken(), headers={"content-type": "text/event-stream"}
+            )
+        return sse(step(".", {".": -0.2}))
+
+    backend = remote(tokenizer, handler)
+    session = backend.new_session()
+    paris = backend.encode(" Paris")[0]
+    assert int(session.feed(backend.encode("Capital:")).argmax()) == paris
+    assert backend.decode([int(session.feed([paris]).argmax())]) == "."
+    assert prompts == ["Capital:", "Capital: Paris"]
+
+
+def test_a_stream_cut_twice_in_a_row_is_an_error(tokenizer):
+    def handler(_: httpx.Request) -> httpx.Response:
+        def cut() -> Iterator[bytes]:
+            raise httpx.RemoteProtocolError("peer closed connection")
+            yield b""
+
+        return httpx.Response(200, content=cut(), headers={"content-type": "text/event-stream"})
+
+    with pytest.raises(ModelBusy, match="broke off"):
+        remote(tokenizer, handler).new_session().feed([1, 2, 3])
+
+
 @pytest.mark.parametrize(
     ("response", "message"),
     [

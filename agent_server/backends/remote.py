@@ -159,10 +159,13 @@ class RemoteSession:
         if self._stream is None or list(token_ids) != [self._predicted]:
             self._reopen()
         assert self._stream is not None
-        step = self._stream.next()
-        if step is None:  # the stream ran out (its lookahead): ask again from here
-            self._reopen()
+        try:
             step = self._stream.next()
+        except StreamBroken:
+            step = None
+        if step is None:  # the stream ran out (its lookahead) or was cut: ask again from here
+            self._reopen()
+            step = self._stream.next()  # cut again at once: the error goes to the engine
             if step is None:
                 raise ModelBusy("the inference server sent an empty completion")
         self._predicted = step.token
@@ -179,6 +182,13 @@ class RemoteSession:
 def _close_stream(holder: list[_Stream | None]) -> None:
     if holder[0] is not None:
         holder[0].close()
+
+
+class StreamBroken(ModelBusy):
+    """A stream that ended without its end. llama-cpp-python's server cuts the completion it is
+    streaming whenever another request comes in (`interrupt_requests`: another answer's, or a
+    health check's `GET /v1/models`, which takes the model's lock too), so a session asks again
+    from where it is instead of failing its answer."""
 
 
 class _Stream:
@@ -237,7 +247,9 @@ class _Stream:
                     self._steps_read.put(step)
         except (httpx.HTTPError, ValueError, RuntimeError) as exc:
             if not self._closed:  # closing the stream ends this thread with an error: expected
-                self._steps_read.put(ModelBusy(f"the inference server's stream broke off: {exc}"))
+                self._steps_read.put(
+                    StreamBroken(f"the inference server's stream broke off: {exc}")
+                )
         self._steps_read.put(None)
 
     def _steps(self, choice: dict[str, Any]) -> list[_Step]:
