@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from tools.base import NoWarmUp, ToolError
-from tools.embedder import Embedder, Vectors
+from tools.embedder import Embedder, Progress, Vectors
 
 
 class EchoTool(NoWarmUp):
@@ -85,7 +85,10 @@ class GatedEmbedder(Embedder):
         self.real = real
         self.gate = threading.Event()
 
-    def embed(self, texts: Sequence[str]) -> Vectors:
+    def embed(self, texts: Sequence[str], progress: Progress | None = None) -> Vectors:
+        """Reports the first half done, then waits at the gate for the rest."""
+        if progress is not None and len(texts) > 1:
+            progress(len(texts) // 2, len(texts))
         self.gate.wait(timeout=60)
         self.calls += len(texts)
-        return self.real.embed(texts)
+        return self.real.embed(texts, progress)

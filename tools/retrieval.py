@@ -63,7 +63,7 @@ from tools.documents import (
     save_passages,
     split_passages,
 )
-from tools.embedder import Embedder, Vectors
+from tools.embedder import Embedder, Progress, Vectors
 from tools.search import SearchResult, clean_query, format_results
 from tools.vectors import DenseIndex, MatrixIndex, QdrantIndex
 
@@ -159,13 +159,14 @@ class HybridIndex:
         skipped: Sequence[Skipped] = (),
         *,
         qdrant: QdrantClient | None = None,  # where the embeddings go; None: here
+        progress: Progress | None = None,  # passages embedded so far, of all
     ) -> HybridIndex:
         texts = [p.search_text for p in passages]
         dense: DenseIndex | None = None
         if embedder is not None and qdrant is not None:
-            dense = QdrantIndex.ensure(qdrant, texts, embedder)
+            dense = QdrantIndex.ensure(qdrant, texts, embedder, progress)
         elif embedder is not None:
-            dense = MatrixIndex(embedder.embed(texts))
+            dense = MatrixIndex(embedder.embed(texts, progress))
         return cls(passages, Bm25Index.build(texts), dense, embedder, skipped)
 
     @classmethod
@@ -177,11 +178,12 @@ class HybridIndex:
         max_words: int = 120,
         overlap_words: int = 30,
         qdrant: QdrantClient | None = None,
+        progress: Progress | None = None,
     ) -> HybridIndex:
         """An index of `corpus` built now, in memory (its embeddings in Qdrant if given)."""
         loaded = load_documents(corpus)
         passages = split_passages(loaded.documents, max_words, overlap_words)
-        return cls.build(passages, embedder, loaded.skipped, qdrant=qdrant)
+        return cls.build(passages, embedder, loaded.skipped, qdrant=qdrant, progress=progress)
 
     @classmethod
     def open(
@@ -193,6 +195,7 @@ class HybridIndex:
         max_words: int = 120,
         overlap_words: int = 30,
         qdrant: QdrantClient | None = None,
+        progress: Progress | None = None,  # told only when it is rebuilt
     ) -> HybridIndex:
         """The index of `corpus` kept in `index_dir`: reloaded if still current, else rebuilt.
 
@@ -210,7 +213,12 @@ class HybridIndex:
         index = cls._reload(index_dir, manifest, embedder, qdrant)
         if index is None:
             index = cls.from_corpus(
-                corpus, embedder, max_words=max_words, overlap_words=overlap_words, qdrant=qdrant
+                corpus,
+                embedder,
+                max_words=max_words,
+                overlap_words=overlap_words,
+                qdrant=qdrant,
+                progress=progress,
             )
             index.save(index_dir, manifest)
         return index
@@ -368,6 +376,20 @@ class IndexState:
     documents: frozenset[str] = frozenset()  # the ids of the documents it searches
     skipped: Mapping[str, str] = field(default_factory=dict)  # id: why it could not be read
     error: str | None = None  # the last build failed (e.g. no document could be read)
+    # While building: passages embedded so far, of how many (None before embedding starts,
+    # and for a reload, which embeds nothing).
+    progress: tuple[int, int] | None = None
+
+
+class BuildProgress:
+    """How far one index build's embedding is: written by the build's thread, read by `state`
+    (a tuple is replaced whole, so a reader never sees half an update)."""
+
+    def __init__(self) -> None:
+        self.passages: tuple[int, int] | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        self.passages = (done, total)
 
 
 class Retrieve(NoWarmUp):
@@ -407,8 +429,7 @@ class Retrieve(NoWarmUp):
         self.max_chars = max_chars
         self.max_query_chars = max_query_chars
         self.qdrant = qdrant
-        build = self._open if index is None else lambda: index
-        self._index = Background(build, f"Retrieve index of {documents}")
+        self._new_build(index)
 
     def offered(self) -> bool:
         """Only once there are documents: an empty folder (the default one, before the first
@@ -433,7 +454,7 @@ class Retrieve(NoWarmUp):
 
         Calls meanwhile wait for the new index, as on first use.
         """
-        self._index = Background(self._open, f"Retrieve index of {self.documents}")
+        self._new_build()
         self._index.start()
 
     def state(self) -> IndexState:
@@ -442,7 +463,7 @@ class Retrieve(NoWarmUp):
         if future is None:
             return IndexState(building=False)  # nothing to index yet
         if not future.done():
-            return IndexState(building=True)
+            return IndexState(building=True, progress=self._progress.passages)
         error = future.exception()
         if isinstance(error, EmptyCorpus):
             return IndexState(building=False)
@@ -486,8 +507,19 @@ class Retrieve(NoWarmUp):
             return []
         return await asyncio.to_thread(index.search, query, k, min_similarity=self.min_similarity)
 
-    def _open(self) -> HybridIndex:
-        return HybridIndex.open(self.documents, self.index_dir, self.embedder, qdrant=self.qdrant)
+    def _new_build(self, index: HybridIndex | None = None) -> None:
+        """The next index (`index` itself if given), to be built in the background once
+        started. Each build has its own progress: an older one may still be running."""
+        progress = self._progress = BuildProgress()
+
+        def build() -> HybridIndex:
+            if index is not None:
+                return index
+            return HybridIndex.open(
+                self.documents, self.index_dir, self.embedder, qdrant=self.qdrant, progress=progress
+            )
+
+        self._index = Background(build, f"Retrieve index of {self.documents}")
 
 
 def _query(argument: str, max_chars: int) -> str:

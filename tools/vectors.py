@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from tools.embedder import Embedder, Vectors
+from tools.embedder import Embedder, Progress, Vectors
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -60,7 +60,13 @@ class QdrantIndex:
         return self._size
 
     @classmethod
-    def ensure(cls, client: QdrantClient, texts: Sequence[str], embedder: Embedder) -> QdrantIndex:
+    def ensure(
+        cls,
+        client: QdrantClient,
+        texts: Sequence[str],
+        embedder: Embedder,
+        progress: Progress | None = None,
+    ) -> QdrantIndex:
         """The collection for `texts`, embedded and written now unless it is already whole."""
         from qdrant_client import models
 
@@ -82,6 +88,8 @@ class QdrantIndex:
                 vectors=embedder.embed(batch).tolist(),
             )
             client.upsert(index.collection, points=points, wait=True)
+            if progress is not None:
+                progress(start + len(batch), len(texts))
         return index
 
     def is_whole(self) -> bool:

@@ -76,6 +76,10 @@ function documentItem(document_) {
   const status = document.createElement("span");
   status.className = `meta document-status status-${document_.status.replace(" ", "-")}`;
   status.textContent = STATUS_TEXT[document_.status] ?? document_.status;
+  if (document_.status === "indexing" && document_.progress != null) {
+    // A large PDF's passages take a while to embed: say how far it is.
+    status.textContent = `indexing… ${Math.floor(document_.progress * 100)}%`;
+  }
   if (document_.problem) status.title = document_.problem;
   const remove = document.createElement("button");
   remove.type = "button";

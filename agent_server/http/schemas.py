@@ -224,13 +224,28 @@ class DocumentInfo(BaseModel):
     # could not be built) with the reason in `problem`.
     status: DocumentStatus
     problem: str | None = None
+    # While `indexing`: how far the index being built is, 0 to 1 (its passages embedded so
+    # far); None until embedding starts. A large PDF takes minutes on a small machine.
+    progress: float | None = None
 
     @classmethod
     def from_local(cls, doc: LocalDocument, index: IndexState | None) -> DocumentInfo:
         status, problem = _status(doc.name, index)
         return cls(
-            id=doc.name, bytes=doc.bytes, modified=doc.modified, status=status, problem=problem
+            id=doc.name,
+            bytes=doc.bytes,
+            modified=doc.modified,
+            status=status,
+            problem=problem,
+            progress=_progress(index) if status == "indexing" else None,
         )
+
+
+def _progress(index: IndexState | None) -> float | None:
+    if index is None or index.progress is None:
+        return None
+    done, total = index.progress
+    return round(done / total, 3) if total else None
 
 
 def _status(name: str, index: IndexState | None) -> tuple[DocumentStatus, str | None]:

@@ -83,6 +83,20 @@ def test_an_upload_is_indexing_then_ready_and_retrieve_is_offered_from_then_on(
     assert hits and hits[0]["document"] == "boiler.md"
 
 
+def test_a_long_upload_shows_how_far_its_indexing_is(service, gated):
+    client, _ = service
+    # Twelve paragraphs of about 150 words: a dozen passages or more to embed.
+    long = "\n\n".join(f"Paragraph {i}. " + "The boiler log repeats. " * 37 for i in range(12))
+    client.post("/v1/documents", files={"file": ("log.md", long.encode())})
+    # The gated embedder reports half its passages done, then holds.
+    wait_for(lambda: client.get("/v1/documents").json()[0]["progress"] is not None)
+    (listed,) = client.get("/v1/documents").json()
+    assert listed["status"] == "indexing" and 0 < listed["progress"] < 1
+    gated.gate.set()
+    wait_for(lambda: statuses(client)["log.md"][0] == "ready")
+    assert client.get("/v1/documents").json()[0]["progress"] is None
+
+
 def test_an_unreadable_upload_says_why_beside_the_readable_ones(service, gated):
     client, _ = service
     gated.gate.set()

@@ -77,6 +77,14 @@ def test_embeddings_are_unit_float32_rows_in_input_order(embedder: Embedder) -> 
     assert embedder.embed([]).shape == (0, 384)
 
 
+def test_embedding_reports_each_batch_done() -> None:
+    small_batches = Embedder(batch_size=2)
+    told: list[tuple[int, int]] = []
+    texts = [f"sentence number {i}" for i in range(5)]
+    small_batches.embed(texts, lambda done, total: told.append((done, total)))
+    assert told == [(2, 5), (4, 5), (5, 5)]
+
+
 def test_embeddings_match_sentence_transformers(embedder: Embedder) -> None:
     # The model card's example pair: sentence-transformers gives a cosine of 0.7553.
     food, bread, horse = embedder.embed(
@@ -164,8 +172,27 @@ def test_reopening_reloads_and_a_changed_corpus_rebuilds(
     assert changed.search("penguins", 1)[0].passage.doc_id == "volcano.txt"
 
     embedded = embedder.calls
-    HybridIndex.open(corpus, index_dir, embedder, max_words=30, overlap_words=5)
+    told: list[tuple[int, int]] = []
+    rebuilt = HybridIndex.open(
+        corpus,
+        index_dir,
+        embedder,
+        max_words=30,
+        overlap_words=5,
+        progress=lambda *p: told.append(p),
+    )
     assert embedder.calls > embedded  # other chunking: rebuilt
+    assert told and told[-1] == (len(rebuilt.passages), len(rebuilt.passages))  # and told so
+    told.clear()
+    HybridIndex.open(
+        corpus,
+        index_dir,
+        embedder,
+        max_words=30,
+        overlap_words=5,
+        progress=lambda *p: told.append(p),
+    )
+    assert told == []  # a reload embeds nothing
 
 
 @pytest.mark.parametrize("damage", ["manifest", "embeddings", "passages"])
