@@ -109,6 +109,28 @@ def test_feed_returns_next_token_logits(backend):
     assert backend.decode([int(logits.argmax())]) == " Paris"
 
 
+# A call's result the model would end its answer on (the server stops there, sending nothing).
+ENDS_HERE = (
+    "<|im_start|>user\nWhat is 1234 * 5678?<|im_end|>\n<|im_start|>assistant\n"
+    " [Calculator(1234*5678) → 7006652]"
+)
+
+
+def test_where_the_model_would_end_every_backend_gives_the_same_next_best_token(backend, both):
+    """The engine does not let an answer end on a tool's result; it takes the next best token,
+    which the remote backend must ask its server for (the stop carries no log-probabilities)."""
+
+    def first_and_next_best(b: Backend) -> tuple[bool, str]:
+        logits = b.new_session().feed(b.encode(ENDS_HERE))
+        ends = int(logits.argmax()) in b.vocab.eos_ids
+        logits[sorted(b.vocab.eos_ids)] = -np.inf
+        return ends, b.decode([int(logits.argmax())])
+
+    reference = first_and_next_best(both["llamacpp"])
+    assert reference[0]  # the prompt does end there
+    assert first_and_next_best(backend) == reference
+
+
 def test_feeding_in_pieces_equals_feeding_at_once(backend):
     ids = backend.encode(PROMPT)
     whole = backend.new_session().feed(ids)

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 
 import httpx
+import numpy as np
 import pytest
 
 from agent_server.backends.gguf import GgufTokenizer, load_model
@@ -52,6 +53,8 @@ def test_top_logprobs_become_logits_and_the_stream_is_reused(tokenizer):
 
     def handler(request: httpx.Request) -> httpx.Response:
         bodies.append(json.loads(request.content))
+        if not bodies[-1].get("stream"):  # what else, at the end: nothing here
+            return httpx.Response(200, json={"choices": [{"text": "", "logprobs": None}]})
         return sse(
             step(" Paris", {" Paris": -0.1, " Lyon": -3.0}),
             step(".", {".": -0.2, ",": -2.0}),
@@ -69,7 +72,7 @@ def test_top_logprobs_become_logits_and_the_stream_is_reused(tokenizer):
     assert backend.decode([int(second.argmax())]) == "."
     end = session.feed([int(second.argmax())])
     assert int(end.argmax()) in backend.vocab.eos_ids  # the server stopped: so does the engine
-    assert len(bodies) == 1
+    assert len([b for b in bodies if b.get("stream")]) == 1
     assert bodies[0]["prompt"] == "The capital of France is" and bodies[0]["logprobs"] == 3
     assert bodies[0]["temperature"] == 0 and bodies[0]["stream"] is True
 
@@ -99,6 +102,33 @@ def test_without_logprobs_the_servers_tokens_are_all_the_engine_sees(tokenizer):
     assert int(first.argmax()) == ids[0] and (first == first.max()).sum() == 1
     second = session.feed([ids[0]])
     assert int(second.argmax()) == ids[1]
+
+
+def test_where_the_server_ends_the_engine_still_gets_its_next_best_tokens(tokenizer):
+    """After a tool's result the server may choose to end at once, sending no log-probabilities;
+    the engine does not let an answer end there, and must see what else the server would write
+    (asked again with end-of-text ruled out), not an arbitrary token."""
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        if bodies[-1].get("stream"):
+            return sse({"text": "", "finish_reason": "stop"})
+        top = {" The": -0.4, " So": -1.5}
+        return httpx.Response(
+            200, json={"choices": [{"text": " The", "logprobs": {"top_logprobs": [top]}}]}
+        )
+
+    backend = remote(tokenizer, handler)
+    logits = backend.new_session().feed(backend.encode("[Calculator(2*3) → 6]"))
+    eos = sorted(backend.vocab.eos_ids)
+    assert int(logits.argmax()) in eos  # the server's own choice comes first
+    logits[eos] = -np.inf  # the engine's, when it may not end
+    the, so = backend.encode(" The")[0], backend.encode(" So")[0]
+    assert int(logits.argmax()) == the and logits[so] == pytest.approx(-1.5)
+    besides = bodies[-1]
+    assert besides["logit_bias"] == {str(i): -100 for i in eos} and besides["max_tokens"] == 1
+    assert besides["prompt"] == "[Calculator(2*3) → 6]"
 
 
 def test_a_stream_cut_off_is_asked_again_from_where_it_broke(tokenizer):

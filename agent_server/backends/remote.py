@@ -54,6 +54,7 @@ class RemoteConfig:
 class _Step:
     logits: Logits
     token: int | None  # the server's choice, as a local token id (None: no such piece)
+    ended: bool = False  # the server stopped here: it chose end-of-text and said nothing else
 
 
 class RemoteBackend:
@@ -123,6 +124,29 @@ class RemoteBackend:
         """The prompt text the server tokenizes back into `token_ids` (special markup kept)."""
         return self._tokens.bytes(token_ids, special=True).decode("utf-8", errors="replace")
 
+    def besides_the_end(self, token_ids: Sequence[int]) -> dict[str, float]:
+        """The server's top k after `token_ids` with end-of-text ruled out (`logit_bias`).
+
+        A completion that stops at once carries no log-probabilities, only that the server
+        chose to end. The engine may not take that (an answer cannot end on a tool's result),
+        and then it needs the next best tokens, which only a second request can tell."""
+        body = {
+            "model": self.config.model,
+            "prompt": self.text_of(token_ids),
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": self.config.top_k,
+            "logit_bias": {str(i): -100 for i in sorted(self.vocab.eos_ids)},
+        }
+        try:
+            response = self._client.post("/v1/completions", json=body)
+            response.raise_for_status()
+            logprobs = (response.json().get("choices") or [{}])[0].get("logprobs") or {}
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ModelBusy(f"the inference server failed to continue: {exc}") from exc
+        tops = logprobs.get("top_logprobs") or [{}]
+        return dict(tops[0] or {})
+
     def open_stream(self, token_ids: Sequence[int]) -> _Stream:
         body = {
             "model": self.config.model,
@@ -169,7 +193,23 @@ class RemoteSession:
             if step is None:
                 raise ModelBusy("the inference server sent an empty completion")
         self._predicted = step.token
+        if step.ended:
+            return self._end_or_next_best()
         return step.logits
+
+    def _end_or_next_best(self) -> Logits:
+        """End-of-text first, as the server chose, and its next best tokens after it."""
+        backend = self._backend
+        besides = backend.besides_the_end(self._ids)
+        logits = np.empty(backend.vocab.size(), dtype=np.float32)
+        floor = min(besides.values(), default=0.0) - FLOOR_BELOW
+        logits[:] = floor
+        for text, logprob in besides.items():
+            if (token := backend.token_of(text)) is not None:
+                logits[token] = logprob
+        # Their log-probabilities are with the end ruled out; the end stays the first choice.
+        logits[sorted(backend.vocab.eos_ids)] = max(float(logits.max()), 0.0) + 1.0
+        return logits
 
     def _reopen(self) -> None:
         if self._stream is not None:
@@ -282,11 +322,12 @@ class _Stream:
         return _Step(logits, token)
 
     def _end(self) -> _Step:
-        """The server stopped at an end-of-generation token: the engine stops too."""
+        """The server stopped at an end-of-generation token (the session asks for what else
+        it could have written, `RemoteSession._end_or_next_best`)."""
         logits = self._blank()
         logits[:] = -FLOOR_BELOW
         logits[sorted(self._backend.vocab.eos_ids)[0]] = 0.0
-        return _Step(logits, None)
+        return _Step(logits, None, ended=True)
 
     def _blank(self) -> Logits:
         return np.empty(self._backend.vocab.size(), dtype=np.float32)
