@@ -124,30 +124,24 @@ class RemoteBackend:
         """The prompt text the server tokenizes back into `token_ids` (special markup kept)."""
         return self._tokens.bytes(token_ids, special=True).decode("utf-8", errors="replace")
 
-    def besides_the_end(self, token_ids: Sequence[int]) -> dict[str, float]:
-        """The server's top k after `token_ids` with end-of-text ruled out (`logit_bias`).
+    def besides_the_end(self, token_ids: Sequence[int]) -> Logits | None:
+        """The server's top k after `token_ids` with end-of-text ruled out (`logit_bias`), as
+        logits; None if it sends nothing.
 
         A completion that stops at once carries no log-probabilities, only that the server
         chose to end. The engine may not take that (an answer cannot end on a tool's result),
-        and then it needs the next best tokens, which only a second request can tell."""
-        body = {
-            "model": self.config.model,
-            "prompt": self.text_of(token_ids),
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": self.config.top_k,
-            "logit_bias": {str(i): -100 for i in sorted(self.vocab.eos_ids)},
-        }
+        and then it needs the next best tokens, which only a second request can tell. It is
+        streamed like the others: llama-cpp-python's server computes a non-streamed
+        completion's log-probabilities over its whole context (GBs: it was OOM-killed)."""
+        ruled_out = {str(i): -100 for i in sorted(self.vocab.eos_ids)}
+        stream = self.open_stream(token_ids, max_tokens=1, logit_bias=ruled_out)
         try:
-            response = self._client.post("/v1/completions", json=body)
-            response.raise_for_status()
-            logprobs = (response.json().get("choices") or [{}])[0].get("logprobs") or {}
-        except (httpx.HTTPError, ValueError) as exc:
-            raise ModelBusy(f"the inference server failed to continue: {exc}") from exc
-        tops = logprobs.get("top_logprobs") or [{}]
-        return dict(tops[0] or {})
+            step = stream.next()
+        finally:
+            stream.close()
+        return None if step is None else step.logits
 
-    def open_stream(self, token_ids: Sequence[int]) -> _Stream:
+    def open_stream(self, token_ids: Sequence[int], **options: Any) -> _Stream:
         body = {
             "model": self.config.model,
             "prompt": self.text_of(token_ids),
@@ -155,6 +149,7 @@ class RemoteBackend:
             "temperature": 0,
             "logprobs": self.config.top_k,
             "stream": True,
+            **options,
         }
         return _Stream(self, self._client, body)
 
@@ -194,21 +189,17 @@ class RemoteSession:
                 raise ModelBusy("the inference server sent an empty completion")
         self._predicted = step.token
         if step.ended:
-            return self._end_or_next_best()
+            return self._end_or_next_best(step.logits)
         return step.logits
 
-    def _end_or_next_best(self) -> Logits:
+    def _end_or_next_best(self, end: Logits) -> Logits:
         """End-of-text first, as the server chose, and its next best tokens after it."""
-        backend = self._backend
-        besides = backend.besides_the_end(self._ids)
-        logits = np.empty(backend.vocab.size(), dtype=np.float32)
-        floor = min(besides.values(), default=0.0) - FLOOR_BELOW
-        logits[:] = floor
-        for text, logprob in besides.items():
-            if (token := backend.token_of(text)) is not None:
-                logits[token] = logprob
+        eos = sorted(self._backend.vocab.eos_ids)
+        logits = self._backend.besides_the_end(self._ids)
+        if logits is None:
+            return end
         # Their log-probabilities are with the end ruled out; the end stays the first choice.
-        logits[sorted(backend.vocab.eos_ids)] = max(float(logits.max()), 0.0) + 1.0
+        logits[eos] = max(float(logits.max()), 0.0) + 1.0
         return logits
 
     def _reopen(self) -> None:
