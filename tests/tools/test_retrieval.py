@@ -173,25 +173,22 @@ def test_reopening_reloads_and_a_changed_corpus_rebuilds(
 
     embedded = embedder.calls
     told: list[tuple[int, int]] = []
-    rebuilt = HybridIndex.open(
-        corpus,
-        index_dir,
-        embedder,
-        max_words=30,
-        overlap_words=5,
-        progress=lambda *p: told.append(p),
-    )
+
+    def reopen_in_30_word_passages() -> HybridIndex:
+        return HybridIndex.open(
+            corpus,
+            index_dir,
+            embedder,
+            max_words=30,
+            overlap_words=5,
+            progress=lambda *p: told.append(p),
+        )
+
+    rebuilt = reopen_in_30_word_passages()
     assert embedder.calls > embedded  # other chunking: rebuilt
     assert told and told[-1] == (len(rebuilt.passages), len(rebuilt.passages))  # and told so
     told.clear()
-    HybridIndex.open(
-        corpus,
-        index_dir,
-        embedder,
-        max_words=30,
-        overlap_words=5,
-        progress=lambda *p: told.append(p),
-    )
+    reopen_in_30_word_passages()
     assert told == []  # a reload embeds nothing
 
 
