@@ -12,7 +12,11 @@ Tokens are the local GGUF's (`gguf.GgufTokenizer`, vocabulary only): the server 
 model and the API speaks text, so token pieces are matched by their text. A step's logits are
 the top k's log-probabilities and, for every other token, a floor below them. A server that
 gives no log-probabilities gives the engine its chosen token alone: the call rule can then only
-open a call the server would have written anyway (greedy), as the README says.
+open a call the server would have written anyway (greedy), as the README says. Where the server
+ends, its stop carries no log-probabilities: the session asks once more with end-of-text ruled
+out, so that an engine that may not end there (after a tool's result) sees the next best tokens.
+A stream the server cuts off (llama-cpp-python's does, when another request comes in) is asked
+again from where it broke.
 
 Left out: chat completions (the engine renders its own prompt) and servers' batch endpoints.
 """
