@@ -313,9 +313,13 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
         return error.code, error.read()
 
 
-def get_json(url: str) -> Any:
+def get_json(url: str, polling: bool = False) -> Any:
+    """GET a JSON body, which must come with a 200 (logged as a check unless polling)."""
     status, body = http("GET", url)
-    check(status == 200, f"GET {url} answers 200", (status, body[:300]))
+    if status != 200:
+        raise CheckFailed(f"GET {url} answered {status}: {body[:300]!r}")
+    if not polling:
+        say(f"ok: GET {url} answers 200")
     return json.loads(body)
 
 
@@ -364,7 +368,7 @@ def readyz(base: str) -> bool:
 
 
 def document_ready(base: str, name: str) -> bool:
-    listed = {d["id"]: d for d in get_json(f"{base}/v1/documents")}
+    listed = {d["id"]: d for d in get_json(f"{base}/v1/documents", polling=True)}
     if name in listed and listed[name].get("status") == "unreadable":
         raise CheckFailed(f"{name} could not be indexed: {listed[name]}")
     return name in listed and listed[name].get("status") == "ready"
