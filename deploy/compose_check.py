@@ -131,8 +131,13 @@ def install_packages() -> None:
         "docker-compose": "docker-compose",
         "debootstrap": "debootstrap",
     }
-    missing = [package for command, package in wanted.items() if not shutil.which(command)]
-    if not missing and Path("/usr/sbin/debootstrap").exists():
+    # /usr/sbin is not on a user's PATH, and sudo finds dockerd and debootstrap there.
+    missing = [
+        package
+        for command, package in wanted.items()
+        if not (shutil.which(command) or Path("/usr/sbin", command).exists())
+    ]
+    if not missing:
         return
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     run([*sudo(), "apt-get", "update", "-qq"], env=env, quiet=True)
