@@ -43,6 +43,16 @@ def test_qdrant_finds_what_the_matrix_finds(corpus: Path, tmp_path: Path, embedd
         assert hybrid == [h.position for h in here.search(query, 3)], query
 
 
+def test_writing_a_collection_reports_its_progress_and_a_whole_one_reports_none(embedder, qdrant):
+    texts = [f"passage number {i} about boilers" for i in range(5)]
+    told: list[tuple[int, int]] = []
+    QdrantIndex.ensure(qdrant, texts, embedder, lambda *p: told.append(p))
+    assert told and told[-1] == (5, 5)
+    told.clear()
+    QdrantIndex.ensure(qdrant, texts, embedder, lambda *p: told.append(p))
+    assert told == []  # already whole: nothing embedded
+
+
 def test_a_second_replica_reuses_the_collection_and_embeds_nothing(
     corpus: Path, tmp_path: Path, embedder: Embedder, qdrant
 ):
