@@ -11,7 +11,8 @@
 # line (that would fetch a frontend image from Docker Hub at every build).
 #
 # BASE_IMAGE: any Debian bookworm with python3 (3.11) and venv. Where no registry can be reached,
-# deploy/compose_check.py builds one with debootstrap (python3, python3-venv, the host's CAs).
+# deploy/compose_check.py builds one with debootstrap (python3, venv, Python's headers, the
+# host's CAs).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
