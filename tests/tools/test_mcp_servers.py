@@ -129,4 +129,23 @@ def test_the_real_model_answers_what_time_it_is_in_tokyo_through_the_time_server
     assert call.tool == "get_current_time" and call.result is not None
     said = json.loads(call.result)
     assert said["timezone"] == "Asia/Tokyo"
-    assert said["datetime"][11:16] in final.answer  # the hour and minute reach the answer
+    assert any(form in final.answer for form in clock_forms(said["datetime"]))
+
+
+def clock_forms(iso: str) -> set[str]:
+    """The ways a person writes the hour and minute of `iso`: 01:31, 1:31 AM, 13:31, 1:31 PM."""
+    hour, minute = int(iso[11:13]), iso[14:16]
+    twelve = hour % 12 or 12
+    return {
+        f"{hour:02d}:{minute}",
+        f"{hour}:{minute}",
+        f"{twelve}:{minute} {'AM' if hour < 12 else 'PM'}",
+        f"{twelve}:{minute} {'am' if hour < 12 else 'pm'}",
+    }
+
+
+def test_a_clock_reading_counts_in_24_or_12_hour_form() -> None:
+    assert clock_forms("2026-12-08T01:31:07+09:00") >= {"01:31", "1:31 AM"}
+    assert "1:31 PM" in clock_forms("2026-12-08T13:31:07+09:00")
+    assert "12:05 AM" in clock_forms("2026-12-08T00:05:00+09:00")
+    assert "1:31 AM" not in clock_forms("2026-12-08T13:31:07+09:00")
