@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -129,7 +130,9 @@ def test_the_real_model_answers_what_time_it_is_in_tokyo_through_the_time_server
     assert call.tool == "get_current_time" and call.result is not None
     said = json.loads(call.result)
     assert said["timezone"] == "Asia/Tokyo"
-    assert any(form in final.answer for form in clock_forms(said["datetime"]))
+    # Not preceded by a digit: "1:31" must not count inside "11:31".
+    forms = "|".join(re.escape(form) for form in clock_forms(said["datetime"]))
+    assert re.search(rf"(?<!\d)(?:{forms})", final.answer)
 
 
 def clock_forms(iso: str) -> set[str]:
