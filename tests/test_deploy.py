@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -136,7 +137,7 @@ def makefile() -> dict[str, Rule]:
 
     rules: dict[str, Rule] = {}
     current: Rule | None = None
-    for line in (ROOT / "Makefile").read_text().splitlines():
+    for line in logical_lines((ROOT / "Makefile").read_text()):
         if line.startswith("\t"):
             assert current is not None, f"a recipe line outside a rule: {line!r}"
             current.recipe.append(expand(line.strip()))
@@ -151,6 +152,25 @@ def makefile() -> dict[str, Rule]:
             for target in expand(rule[1]).split():
                 rules[target] = current
     return rules
+
+
+def logical_lines(text: str) -> Iterator[str]:
+    """Lines as make reads them outside recipes: a trailing backslash joins the next line
+    (a variable set over several lines). Recipe lines stay as they are, one command line each."""
+    pending = ""
+    for line in text.splitlines():
+        if pending:
+            pending += " " + line.strip()
+        elif line.startswith("\t"):
+            yield line
+            continue
+        else:
+            pending = line
+        if pending.endswith("\\"):
+            pending = pending[:-1].rstrip()
+            continue
+        yield pending
+        pending = ""
 
 
 def run_by(rules: dict[str, Rule], targets: list[str]) -> set[str]:
