@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from agent_server.backends import Backend, load_backend
 from agent_server.core.engine import Engine, EngineConfig
+from agent_server.core.lookup import LookupConfig
 from agent_server.core.prefix_cache import SavedPrefixes
 from agent_server.core.prompts import Prompt, PromptStyle
 from agent_server.errors import ConfigError, PageError
@@ -71,6 +72,7 @@ def build_engine(settings: Settings, tools: dict[str, Tool] | None = None) -> En
         strategy=settings.strategy,
         samples=settings.samples,
         sample_temperature=settings.sample_temperature,
+        lookup=LookupConfig(max_draft=settings.prompt_lookup) if settings.prompt_lookup else None,
     )
     # Token pieces and the call-rule masks take ~0.5 s on a 150k vocabulary: pay it at start-up,
     # not inside the first request.

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     strategy: str = DEFAULT_STRATEGY
     samples: int = Field(default=DEFAULT_SAMPLES, ge=1, le=MAX_SAMPLES)
     sample_temperature: float = Field(default=0.7, gt=0, le=2.0)
+    # Prompt-lookup speculative decoding on llama.cpp (`core.lookup`): at most this many tokens
+    # guessed per step; 0: off.
+    prompt_lookup: int = Field(default=0, ge=0, le=16)
     calculator_timeout_s: float = Field(default=5.0, gt=0, le=60)
     python_timeout_s: float = Field(default=5.0, gt=0, le=60)
     python_memory_mb: int = Field(default=1024, ge=256, le=16384)

@@ -304,3 +304,60 @@ def test_llamacpp_token_pieces_are_kept_on_disk_for_the_next_process(tmp_path: P
         assert second.vocab.call_openers().tolist() == first.vocab.call_openers().tolist()
     finally:
         second.close()
+
+
+# -- prompt lookup (agent_server.core.lookup) on llama.cpp ---------------------------------------
+def test_llamacpp_checks_a_guess_in_one_step_with_the_logits_of_single_steps(both):
+    """Up to three tokens a step (the chosen token and a guess of two), llama.cpp multiplies
+    the quantized weights by the same kernel as for one token, so the logits are the same bits;
+    from four on it switches kernels and they differ in the first decimal (README, "Prompt
+    lookup")."""
+    llama = both["llamacpp"]
+    ids = llama.encode(PROMPT + " Paris, and the capital of Italy is Rome.")
+    single = llama.new_session()
+    single.feed(ids[:8])
+    one_by_one = np.stack([single.feed([t]) for t in ids[8:17]])
+    checked = llama.new_session()
+    checked.feed(ids[:8])
+    rows = np.concatenate([checked.feed_each(ids[i : i + 3]) for i in range(8, 17, 3)])
+    assert rows.shape == one_by_one.shape
+    assert np.array_equal(rows, one_by_one)
+    wide = llama.new_session()
+    wide.feed(ids[:8])
+    assert not np.array_equal(wide.feed_each(ids[8:12]), one_by_one[:4])  # the other kernel
+
+
+def test_llamacpp_forgets_its_last_tokens_as_if_never_read(both):
+    llama = both["llamacpp"]
+    ids = llama.encode(PROMPT)
+    session = llama.new_session()
+    session.feed(ids)
+    session.feed_each(llama.encode(" London Berlin"))  # a wrong guess
+    session.forget(len(llama.encode(" London Berlin")))
+    assert session.length == len(ids)
+    after = session.feed(llama.encode(" Paris"))
+    fresh = llama.new_session()
+    fresh.feed(ids)
+    assert np.array_equal(after, fresh.feed(llama.encode(" Paris")))
+    with pytest.raises(ValueError, match="cannot forget"):
+        session.forget(session.length + 1)
+
+
+def test_greedy_answers_are_the_same_tokens_with_prompt_lookup_on_and_off(both):
+    from dataclasses import replace
+
+    from agent_server.core.lookup import LookupConfig
+
+    engine = Engine(both["llamacpp"], {}, Prompt("chat"))
+    questions = [
+        "Tom has 3 boxes of 12 apples and gives away 7 apples. How many apples does he have?",
+        "Repeat this list twice, comma-separated: red, green, blue, yellow, purple.",
+    ]
+    try:
+        off = [asyncio.run(engine.run(q, strategy="cot")) for q in questions]
+        engine.config = replace(engine.config, lookup=LookupConfig(max_draft=2))
+        on = [asyncio.run(engine.run(q, strategy="cot")) for q in questions]
+    finally:
+        engine.close()
+    assert [f.text for f in on] == [f.text for f in off]
+    assert engine.lookup_totals.accepted > 0  # guesses were made and chosen

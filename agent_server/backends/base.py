@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,20 @@ class Session(Protocol):
     def save(self) -> bytes | None:
         """The session's KV cache as bytes for `Backend.restore`, or None where the backend
         can't save one (its `state_key` is None)."""
+        ...
+
+
+@runtime_checkable
+class VerifyingSession(Session, Protocol):
+    """A session that reads several tokens in one step and returns the logits after each, and
+    forgets its last tokens: what checking a guess of the next tokens needs (`core.lookup`)."""
+
+    def feed_each(self, token_ids: Sequence[int]) -> Logits:
+        """Append and encode `token_ids`; the logits after each of them, one row per token."""
+        ...
+
+    def forget(self, count: int) -> None:
+        """Drop the last `count` tokens from the context and its KV cache."""
         ...
 
 

@@ -164,6 +164,21 @@ class LlamaCppSession:
         self._length += len(token_ids)
         return logits
 
+    def feed_each(self, token_ids: Sequence[int]) -> Logits:
+        """Like `feed`, with the logits after every token, one row each (a guess checked in one
+        step: `core.lookup`)."""
+        rows = self._scheduler.feed(self._seq, self._length, list(token_ids), every=True)
+        self._length += len(token_ids)
+        return rows
+
+    def forget(self, count: int) -> None:
+        """Drop the last `count` tokens. Not waited for: the scheduler runs it before any later
+        feed of this session, which goes through the same queue."""
+        if not 0 <= count <= self._length:
+            raise ValueError(f"cannot forget {count} of {self._length} tokens")
+        self._length -= count
+        self._scheduler.forget(self._seq, self._length)
+
     def fork(self) -> LlamaCppSession:
         """A session that has read the same tokens, sharing this one's cells."""
         twin = self._scheduler.acquire()
@@ -182,6 +197,8 @@ class _Feed:
     tokens: list[int]
     done: Future[Logits] = field(default_factory=Future)
     read: int = 0  # tokens already decoded
+    every: bool = False  # the logits after every token, else after the last only
+    rows: list[Logits] = field(default_factory=list)
 
 
 @dataclass
@@ -227,14 +244,22 @@ class _Scheduler:
 
         self._queue.put(_Op(clear))  # not waited for: a finalizer must not block
 
-    def feed(self, seq_id: int, pos: int, tokens: list[int]) -> Logits:
+    def feed(self, seq_id: int, pos: int, tokens: list[int], *, every: bool = False) -> Logits:
         if not tokens:
             raise ValueError("feed needs at least one token")
         if self._stopped:
             raise ModelNotAvailable("the llama.cpp model has been closed")
-        request = _Feed(seq_id, pos, tokens)
+        request = _Feed(seq_id, pos, tokens, every=every)
         self._queue.put(request)
         return request.done.result()
+
+    def forget(self, seq_id: int, keep: int) -> None:
+        """Remove `seq_id`'s cells from position `keep` on, before its next feed."""
+        if self._stopped:
+            raise ModelNotAvailable("the llama.cpp model has been closed")
+        self._queue.put(
+            _Op(lambda: self._llama.llama_memory_seq_rm(self._memory, seq_id, keep, -1))
+        )
 
     def run(self, fn: Callable[[], T]) -> T:
         """`fn()` run on the scheduler thread, between two steps (`copy`, `save`, `load`)."""
@@ -332,7 +357,7 @@ class _Scheduler:
                 batch.pos[n + i] = request.pos + request.read + i
                 batch.n_seq_id[n + i] = 1
                 batch.seq_id[n + i][0] = request.seq
-                batch.logits[n + i] = False
+                batch.logits[n + i] = request.every
             finishes = request.read + take == len(request.tokens)
             batch.logits[n + take - 1] = finishes
             planned.append((request, n, take))
@@ -350,11 +375,19 @@ class _Scheduler:
             return
         for request, first, take in planned:
             request.read += take
+            if request.every:
+                request.rows.extend(self._logits(first + i) for i in range(take))
             if request.read == len(request.tokens):
-                pointer = self._llama.llama_get_logits_ith(self._ctx, first + take - 1)
-                logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy()
                 self._active.remove(request)
-                request.done.set_result(logits)
+                if request.every:
+                    request.done.set_result(np.stack(request.rows))
+                else:
+                    request.done.set_result(self._logits(first + take - 1))
+
+    def _logits(self, index: int) -> Logits:
+        """A copy of the logits after the batch's token `index` (llama.cpp reuses its buffer)."""
+        pointer = self._llama.llama_get_logits_ith(self._ctx, index)
+        return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy()
 
     def _fail(self, requests: list[_Feed], error: Exception) -> None:
         for request in requests:

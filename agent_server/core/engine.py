@@ -53,6 +53,7 @@ from agent_server.core.grammar import (
     splice_text,
     strip_calls,
 )
+from agent_server.core.lookup import Feeder, LookupConfig, LookupStats
 from agent_server.core.prefix_cache import PrefixCache, SavedPrefixes
 from agent_server.core.prompts import Prompt, Rendered
 from agent_server.core.strategies import Strategy
@@ -95,6 +96,9 @@ class EngineConfig:
     strategy: str = "toolformer"
     samples: int = 1
     sample_temperature: float = 0.7
+    # Prompt-lookup speculative decoding (`lookup`) on backends whose sessions can check a
+    # guess; None: off.
+    lookup: LookupConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class Engine:
         }
         self.config = config or EngineConfig()
         self.prefixes = PrefixCache(backend, saved=saved_prefixes)
+        self.lookup_totals = LookupStats()  # every answer's guesses, for the benchmark
         self.grammars = Grammars(backend.vocab, backend.encode)  # its token table: at first use
         # Model steps never run on the loop. A backend that batches takes steps from several
         # threads at once and decodes them together; any other owns one thread, where the steps
@@ -351,7 +356,9 @@ class Engine:
         prompt_ids = self.backend.encode(rendered.text)
         session, logits = await self._prefill(rendered, prompt_ids)
         reading = _Reading(len(prompt_ids), started, time.perf_counter() - started)
-        events = self._decode(session, logits, rendered.stop, plan, reading, sample=sample)
+        events = self._decode(
+            session, prompt_ids, logits, rendered.stop, plan, reading, sample=sample
+        )
         async for event in events:
             yield event
 
@@ -375,7 +382,15 @@ class Engine:
         seeds = [None if seed is None else seed + i for i in range(plan.samples)]
         decodes = [
             self._decode(
-                s, logits, rendered.stop, plan, reading, sample=i, seed=seeds[i], logprobs=True
+                s,
+                prompt_ids,
+                logits,
+                rendered.stop,
+                plan,
+                reading,
+                sample=i,
+                seed=seeds[i],
+                logprobs=True,
             )
             for i, s in enumerate(sessions)
         ]
@@ -459,6 +474,7 @@ class Engine:
     async def _decode(
         self,
         session: Session,
+        prompt_ids: Sequence[int],
         logits: Logits,
         stops: tuple[str, ...],
         plan: Plan,
@@ -505,8 +521,11 @@ class Engine:
                 answer.logprob += _logprob(logits, token)
             return token
 
+        # The model's steps, each reading a guess of the next tokens where the lookup is on.
+        feeder = Feeder.around(session, prompt_ids, self.config.lookup)
+
         def step(ids: list[int], after_result: bool) -> int:
-            return choose(session.feed(ids), after_result)
+            return choose(feeder.feed(ids), after_result)
 
         # Right after a client's result, as after any result: no call and no end of turn yet.
         resumed = answered > 0 and plan.continuation.endswith("]") and not plan.prefill
@@ -556,6 +575,9 @@ class Engine:
                 detok = Detokenizer(self.backend.decode, context=splice_ids[-4:])
             token = await self._in_worker(lambda ids=feed, r=after_result: step(ids, r))  # type: ignore[misc]
 
+        await self._in_worker(feeder.settle)
+        if feeder.speculator is not None:
+            self.lookup_totals.add(feeder.speculator.stats)
         for chunk in answer.flush((), final=True):
             yield TokenEvent(chunk, sample)
             if reader is not None:
