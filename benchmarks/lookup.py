@@ -13,7 +13,7 @@ left out: the lookup changes neither), the speed-up, the share of guessed tokens
 chose, and how many answers came out token-identical (greedy must: a difference can only be
 llama.cpp rounding a batch of several tokens differently from a batch of one).
 
-    python benchmarks/lookup.py [--questions 6] [--drafts 2,3,5]
+    python benchmarks/lookup.py [--questions 6] [--drafts 1,2,3]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -38,6 +38,7 @@ from agent_server.webgpt.agent import ANSWER_STOPS
 from agent_server.webgpt.citations import Quote, answer_context
 
 DATA = Path(__file__).resolve().parent.parent / "data"
+KINDS = ("math", "webgpt")
 
 
 @dataclass
@@ -111,7 +112,7 @@ async def answer_webgpt(engine: Engine, question: str, quotes: list[Quote]) -> F
     return await final_event(engine.complete(rendered, Sampling(max_new_tokens=160)))
 
 
-def measure(engine: Engine, kind: str, draft: int, n: int) -> Row:
+def measure_one(engine: Engine, kind: str, draft: int, n: int) -> Row:
     off, on = Run(), Run()
     base = replace(engine.config, lookup=None)
     before = replace(engine.lookup_totals)
@@ -135,15 +136,37 @@ def measure(engine: Engine, kind: str, draft: int, n: int) -> Row:
     return Row(kind, draft, off, on, stats)
 
 
-def markdown(rows: list[Row], model: str) -> str:
+@dataclass
+class Figures:
+    model: str
+    rows: list[Row]
+
+    def speedup(self, kind: str, draft: int) -> Row:
+        (row,) = [r for r in self.rows if r.kind == kind and r.draft == draft]
+        return row
+
+
+def measure(
+    settings: Settings, questions: int, drafts: Sequence[int], kinds: Sequence[str] = KINDS
+) -> Figures:
+    """Every kind of answer with each guess length, on the settings' model."""
+    engine = build_engine(settings.model_copy(update={"prompt_lookup": 0}), tools={})
+    try:
+        rows = [measure_one(engine, kind, d, questions) for kind in kinds for d in drafts]
+    finally:
+        engine.close()
+    return Figures(engine.backend.name, rows)
+
+
+def markdown(figures: Figures) -> str:
     lines = [
-        f"Prompt lookup, {model}, greedy; decode tokens/s with it off and on",
+        f"Prompt lookup, {figures.model}, greedy; decode tokens/s with it off and on",
         "",
         "| answers | tokens guessed per step | answers | tokens | off tok/s | on tok/s "
         "| speed-up | guesses chosen | identical |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in figures.rows:
         lines.append(
             f"| {r.kind} | {r.draft} | {len(r.off.texts)} | {r.off.tokens} | {r.off.tok_s:.1f} "
             f"| {r.on.tok_s:.1f} | {r.speedup:.2f}x | {r.chosen:.0%} "
@@ -156,20 +179,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--questions", type=int, default=6)
-    parser.add_argument("--drafts", default="3", help="guess lengths to try, comma-separated")
-    parser.add_argument("--kinds", default="math,webgpt")
+    parser.add_argument("--drafts", default="1,2,3", help="guess lengths, comma-separated")
+    parser.add_argument("--kinds", default=",".join(KINDS))
     args = parser.parse_args()
-    settings = Settings(prompt_lookup=0, **({"model": args.model} if args.model else {}))
-    engine = build_engine(settings, tools={})
-    try:
-        rows = [
-            measure(engine, kind, int(d), args.questions)
-            for kind in args.kinds.split(",")
-            for d in args.drafts.split(",")
-        ]
-    finally:
-        engine.close()
-    print(markdown(rows, engine.backend.name))
+    settings = Settings(**({"model": args.model} if args.model else {}))
+    drafts = [int(d) for d in args.drafts.split(",")]
+    print(markdown(measure(settings, args.questions, drafts, args.kinds.split(","))))
 
 
 if __name__ == "__main__":

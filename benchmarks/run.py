@@ -12,7 +12,9 @@ Runs, in this order, each script's `measure` function:
 - benchmarks/load.py: a service of its own under concurrent clients, and the server process's
   resident memory once the model is loaded and after answering;
 - benchmarks/cold_start.py: new `agent-server ask` processes and service restarts, their first
-  token with the prompt cache off and on disk.
+  token with the prompt cache off and on disk;
+- benchmarks/lookup.py: prompt-lookup speculative decoding's speed-up on chain-of-thought math
+  and on WebGPT answers (a guess of 2 tokens), and whether the answers stayed the same.
 
 Each figure is a median over repeated runs or a ratio; the "how measured" column says which.
 The detailed tables are the scripts' own (`python benchmarks/engine.py`, …). All figures,
@@ -44,9 +46,10 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from agent_server.settings import Settings  # noqa: E402
-from benchmarks import backends, cold_start, engine, load, tool_latency  # noqa: E402
+from benchmarks import backends, cold_start, engine, load, lookup, tool_latency  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LOOKUP_DRAFT = 2  # tokens guessed per step: up to 2 llama.cpp keeps its single-token kernel
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Plan:
     backend_repeats: int = 3  # backends: runs of each figure (each backend's transformers
     # row is the slow part: 8 answers at once take turns there)
     cold_runs: int = 3  # cold_start: fresh processes per figure
+    lookup_questions: int = 4  # lookup: answers of each kind, each with the lookup off and on
 
 
 FULL = Plan()
@@ -72,6 +76,7 @@ QUICK = Plan(
     backend_tokens=8,
     backend_repeats=1,
     cold_runs=1,
+    lookup_questions=1,
 )
 
 
@@ -246,6 +251,23 @@ def cold_start_figures(f: cold_start.Figures) -> list[Figure]:
     return figures
 
 
+def lookup_figures(f: lookup.Figures) -> list[Figure]:
+    figures = []
+    for kind, named in (("math", "chain-of-thought math"), ("webgpt", "WebGPT answers")):
+        row = f.speedup(kind, LOOKUP_DRAFT)
+        figures.append(
+            Figure(
+                f"prompt lookup on {f.model}, {named}: speed-up",
+                f"{row.speedup:.2f}× ({row.off.tok_s:.1f} → {row.on.tok_s:.1f} tokens/s)",
+                f"decode tokens/s on / off, a guess of {LOOKUP_DRAFT} tokens, "
+                f"{count(len(row.off.texts), 'greedy answer')} each way; "
+                f"{row.chosen:.0%} of guessed tokens chosen, "
+                f"{row.identical} of {len(row.off.texts)} answers the same text",
+            )
+        )
+    return figures
+
+
 def markdown(figures: list[Figure]) -> str:
     lines = ["| figure | value | how measured |", "|---|---:|---|"]
     lines += [f"| {f.name} | {f.value} | {f.how} |" for f in figures]
@@ -279,6 +301,8 @@ def main() -> None:
     service_f = load.measure([plan.clients], plan.rounds)
     progress(f"cold starts: {count(plan.cold_runs, 'fresh process')} per figure")
     cold_f = cold_start.measure(plan.cold_runs)
+    progress(f"prompt lookup: {count(plan.lookup_questions, 'answer')} of each kind, off and on")
+    lookup_f = lookup.measure(Settings(), plan.lookup_questions, [LOOKUP_DRAFT])
 
     figures = (
         engine_figures(engine_f)
@@ -286,6 +310,7 @@ def main() -> None:
         + tool_figures(tools_f)
         + service_figures(service_f, plan.rounds)
         + cold_start_figures(cold_f)
+        + lookup_figures(lookup_f)
     )
     if args.quick:
         progress("a quick run: these figures check that the benchmarks work, nothing more")
@@ -306,6 +331,7 @@ def main() -> None:
             "passages": tools_f.passages,
         },
         "cold_start": dataclasses.asdict(cold_f),
+        "lookup": dataclasses.asdict(lookup_f),
         "service": {
             "levels": [level.figures() for level in service_f.levels],
             "ready_s": service_f.ready_s,

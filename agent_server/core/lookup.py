@@ -15,7 +15,12 @@ random generator per token; a guess only saves steps. Greedy answers are therefo
 tokens with the lookup on and off, and sampled ones keep their distribution (the guess is never
 accepted on its own, only when the sampled token is that token). The only difference is
 llama.cpp's arithmetic: a batch of several tokens may round differently from a batch of one,
-which can flip a near-tie, as batching concurrent answers already can.
+which can flip a near-tie, as batching concurrent answers already can: up to 3 tokens a step
+llama.cpp uses the kernel of a single token (the same bits, tests/test_backends.py), from 4 on
+its matrix kernel.
+
+Off by default (`Settings.prompt_lookup`): on 2 cores a step of several tokens costs nearly as
+many single steps, and benchmarks/lookup.py measured no speed-up (README, "Prompt lookup").
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from agent_server.backends.base import Logits, Session, VerifyingSession
 @dataclass(frozen=True)
 class LookupConfig:
     # Tokens guessed at most per step. On 2 cores reading 2 tokens costs 1.4x a step of one and
-    # 4 tokens 2.2x (benchmarks/engine.py --lookup), so long guesses pay only when mostly right.
-    max_draft: int = 3
+    # 4 tokens 2.2x, so long guesses pay only when mostly right; up to 2, a step stays on
+    # llama.cpp's single-token kernel.
+    max_draft: int = 2
     # The shortest and longest match looked up; a one-token match guesses too often wrongly.
     min_ngram: int = 2
     max_ngram: int = 4
