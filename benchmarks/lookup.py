@@ -162,7 +162,7 @@ def markdown(figures: Figures) -> str:
     lines = [
         f"Prompt lookup, {figures.model}, greedy; decode tokens/s with it off and on",
         "",
-        "| answers | tokens guessed per step | answers | tokens | off tok/s | on tok/s "
+        "| kind | tokens guessed per step | answers | tokens | off tok/s | on tok/s "
         "| speed-up | guesses chosen | identical |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]

@@ -575,8 +575,8 @@ class Engine:
                 detok = Detokenizer(self.backend.decode, context=splice_ids[-4:])
             token = await self._in_worker(lambda ids=feed, r=after_result: step(ids, r))  # type: ignore[misc]
 
-        await self._in_worker(feeder.settle)
-        if feeder.speculator is not None:
+        if feeder.speculator is not None:  # guesses not chosen leave the session
+            await self._in_worker(feeder.speculator.forget_guesses)
             self.lookup_totals.add(feeder.speculator.stats)
         for chunk in answer.flush((), final=True):
             yield TokenEvent(chunk, sample)

@@ -149,7 +149,3 @@ class Feeder:
         if self.speculator is None:
             return self.session.feed(token_ids)
         return self.speculator.feed(token_ids)
-
-    def settle(self) -> None:
-        if self.speculator is not None:
-            self.speculator.forget_guesses()
