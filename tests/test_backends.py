@@ -361,3 +361,24 @@ def test_greedy_answers_are_the_same_tokens_with_prompt_lookup_on_and_off(both):
         engine.close()
     assert [f.text for f in on] == [f.text for f in off]
     assert engine.lookup_totals.accepted > 0  # guesses were made and chosen
+
+
+def test_llamacpp_gives_every_row_of_a_guess_read_over_several_steps():
+    # A feed longer than a step's batch is read in chunks; each chunk's every row is kept.
+    from agent_server.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
+
+    settings = Settings(model=MODEL)
+    source = resolve(settings.model, settings.cache_dir)
+    config = LlamaCppConfig(context_tokens=1024, sequences=4, batch_tokens=32)
+    llama = LlamaCppBackend.load(source, config)
+    try:
+        ids = llama.encode(" ".join([PROMPT + " Paris, and the capital of Italy is Rome."] * 3))
+        assert len(ids) > 2 * config.batch_tokens
+        rows = llama.new_session().feed_each(ids)
+        single = llama.new_session()
+        one_by_one = np.stack([single.feed([t]) for t in ids])
+        assert rows.shape == one_by_one.shape
+        assert (rows.argmax(axis=1) == one_by_one.argmax(axis=1)).mean() > 0.9
+        assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(rows, one_by_one)) > 0.99
+    finally:
+        llama.close()

@@ -313,7 +313,12 @@ class _Scheduler:
                 else:
                     self._active.append(item)
             if self._active:
-                self._step()
+                try:
+                    self._step()
+                except Exception as exc:  # the answers in progress fail instead of waiting forever
+                    self._fail(
+                        list(self._active), ModelNotAvailable(f"llama.cpp step failed: {exc}")
+                    )
 
     def _gather(self, items: list[_Feed | _Op | None]) -> None:
         """Wait a moment for the next tokens of the sequences the last step decoded.
@@ -359,7 +364,7 @@ class _Scheduler:
                 batch.seq_id[n + i][0] = request.seq
                 batch.logits[n + i] = request.every
             finishes = request.read + take == len(request.tokens)
-            batch.logits[n + take - 1] = finishes
+            batch.logits[n + take - 1] = finishes or request.every
             planned.append((request, n, take))
             n += take
         batch.n_tokens = n

@@ -13,11 +13,12 @@ tokens from there on are forgotten (their cells removed from the KV cache).
 Nothing about the choice changes: the same rules on logits of the same prefix, one draw of the
 random generator per token; a guess only saves steps. Greedy answers are therefore the same
 tokens with the lookup on and off, and sampled ones keep their distribution (the guess is never
-accepted on its own, only when the sampled token is that token). The only difference is
-llama.cpp's arithmetic: a batch of several tokens may round differently from a batch of one,
-which can flip a near-tie, as batching concurrent answers already can: up to 3 tokens a step
-llama.cpp uses the kernel of a single token (the same bits, tests/test_backends.py), from 4 on
-its matrix kernel.
+accepted on its own, only when the sampled token is that token), as far as the logits are the
+same. llama.cpp's arithmetic may not keep them so: from 4 tokens a step it multiplies by its
+matrix kernel, which rounds differently from the single-token one (up to 3 tokens a step the
+bits are the same, tests/test_backends.py), and even with guesses of 2, two long answers of six
+took another word at a near-tie in the benchmark (README, "Prompt lookup"), as batching
+concurrent answers can.
 
 Off by default (`Settings.prompt_lookup`): on 2 cores a step of several tokens costs nearly as
 many single steps, and benchmarks/lookup.py measured no speed-up (README, "Prompt lookup").
@@ -44,7 +45,7 @@ class LookupConfig:
 
 @dataclass
 class LookupStats:
-    """How the guesses went in one answer (for the benchmark and the debug log)."""
+    """How the guesses went: in one answer, or in all of an engine's (`Engine.lookup_totals`)."""
 
     steps: int = 0  # model steps taken (feeds)
     drafted: int = 0  # tokens guessed
