@@ -379,6 +379,6 @@ def test_llamacpp_gives_every_row_of_a_guess_read_over_several_steps():
         one_by_one = np.stack([single.feed([t]) for t in ids])
         assert rows.shape == one_by_one.shape
         assert (rows.argmax(axis=1) == one_by_one.argmax(axis=1)).mean() > 0.9
-        assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(rows, one_by_one)) > 0.99
+        assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(rows, one_by_one, strict=True)) > 0.99
     finally:
         llama.close()
