@@ -254,7 +254,7 @@ def cold_start_figures(f: cold_start.Figures) -> list[Figure]:
 def lookup_figures(f: lookup.Figures) -> list[Figure]:
     figures = []
     for kind, named in (("math", "chain-of-thought math"), ("webgpt", "WebGPT answers")):
-        row = f.speedup(kind, LOOKUP_DRAFT)
+        row = f.row(kind, LOOKUP_DRAFT)
         figures.append(
             Figure(
                 f"prompt lookup on {f.model}, {named}: speed-up",
