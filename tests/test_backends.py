@@ -308,10 +308,10 @@ def test_llamacpp_token_pieces_are_kept_on_disk_for_the_next_process(tmp_path: P
 
 # -- prompt lookup (agent_server.core.lookup) on llama.cpp ---------------------------------------
 def test_llamacpp_checks_a_guess_in_one_step_with_the_logits_of_single_steps(both):
-    """Up to three tokens a step (the chosen token and a guess of two), llama.cpp multiplies
-    the quantized weights by the same kernel as for one token, so the logits are the same bits;
-    from four on it switches kernels and they differ in the first decimal (README, "Prompt
-    lookup")."""
+    """Up to three tokens a step (the chosen token and a guess of two), after a short context,
+    llama.cpp gives the logits of single steps, to the bit; from four on it switches kernels
+    and they differ in the first decimal. (After a long context even three differ: README,
+    "Prompt lookup".)"""
     llama = both["llamacpp"]
     ids = llama.encode(PROMPT + " Paris, and the capital of Italy is Rome.")
     single = llama.new_session()

@@ -15,10 +15,10 @@ random generator per token; a guess only saves steps. Greedy answers are therefo
 tokens with the lookup on and off, and sampled ones keep their distribution (the guess is never
 accepted on its own, only when the sampled token is that token), as far as the logits are the
 same. llama.cpp's arithmetic may not keep them so: from 4 tokens a step it multiplies by its
-matrix kernel, which rounds differently from the single-token one (up to 3 tokens a step the
-bits are the same, tests/test_backends.py), and even with guesses of 2, two long answers of six
-took another word at a near-tie in the benchmark (README, "Prompt lookup"), as batching
-concurrent answers can.
+matrix kernel, which rounds differently from the single-token one; up to 3 tokens a step the
+bits are the same after a short context (tests/test_backends.py) but not after a long one, and
+two long answers of six took another word at a near-tie in the benchmark (README, "Prompt
+lookup"), as batching concurrent answers can.
 
 Off by default (`Settings.prompt_lookup`): on 2 cores a step of several tokens costs nearly as
 many single steps, and benchmarks/lookup.py measured no speed-up (README, "Prompt lookup").
